@@ -1,0 +1,189 @@
+//! Validation findings, shaped like IAM Access Analyzer's `ValidatePolicy`.
+//!
+//! Every problem the loader sees becomes a [`Finding`] with a type
+//! (ERROR rejects the store; the others inform), a stable issue code, a
+//! message, and the place: file, JSON path, line and column.
+
+use std::fmt;
+
+use serde::Serialize;
+
+use crate::json::{JsonPath, Pos};
+
+/// Severity, named as Access Analyzer names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum FindingType {
+    /// The store is rejected.
+    Error,
+    /// Grants more access than was probably meant.
+    SecurityWarning,
+    /// Works, but is likely a mistake.
+    Warning,
+    /// Could be simpler or clearer.
+    Suggestion,
+}
+
+impl fmt::Display for FindingType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            FindingType::Error => "ERROR",
+            FindingType::SecurityWarning => "SECURITY_WARNING",
+            FindingType::Warning => "WARNING",
+            FindingType::Suggestion => "SUGGESTION",
+        })
+    }
+}
+
+/// Where a finding points.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Location {
+    /// The store file, relative to the store directory.
+    pub file: String,
+    /// JSON path inside the file, `$` for the whole document.
+    pub path: String,
+    pub line: u32,
+    pub column: u32,
+}
+
+impl fmt::Display for Location {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}:{}: {}", self.file, self.line, self.column, self.path)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Finding {
+    pub finding_type: FindingType,
+    pub issue_code: &'static str,
+    pub message: String,
+    pub location: Location,
+}
+
+impl fmt::Display for Finding {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} {} {}: {}",
+            self.location, self.finding_type, self.issue_code, self.message
+        )
+    }
+}
+
+/// Where a document being parsed comes from: the file, the path of the
+/// document inside it, and, for a policy embedded as a JSON string, the
+/// position of that string (inner positions mean nothing to the reader).
+#[derive(Debug, Clone)]
+pub struct Origin {
+    pub file: String,
+    pub base: JsonPath,
+    pub embedded_at: Option<Pos>,
+}
+
+impl Origin {
+    pub fn file(file: impl Into<String>) -> Self {
+        Origin {
+            file: file.into(),
+            base: JsonPath::root(),
+            embedded_at: None,
+        }
+    }
+
+    /// A document nested at `path` of this one, written as a JSON string at `pos`.
+    pub fn embedded(&self, path: &JsonPath, pos: Pos) -> Self {
+        Origin {
+            file: self.file.clone(),
+            base: path.clone(),
+            embedded_at: Some(self.embedded_at.unwrap_or(pos)),
+        }
+    }
+
+    /// A document nested at `path` of this one, as a JSON object.
+    pub fn nested(&self, path: &JsonPath) -> Self {
+        Origin {
+            file: self.file.clone(),
+            base: path.clone(),
+            embedded_at: self.embedded_at,
+        }
+    }
+
+    pub fn location(&self, path: &JsonPath, pos: Pos) -> Location {
+        let full = match (self.base.as_str(), path.as_str()) {
+            ("", p) => p.to_owned(),
+            (b, "") => b.to_owned(),
+            (b, p) if p.starts_with('[') => format!("{b}{p}"),
+            (b, p) => format!("{b}.{p}"),
+        };
+        let at = self.embedded_at.unwrap_or(pos);
+        Location {
+            file: self.file.clone(),
+            path: if full.is_empty() { "$".into() } else { full },
+            line: at.line,
+            column: at.column,
+        }
+    }
+}
+
+/// The findings of one load, in the order they were found.
+#[derive(Debug, Clone, Default)]
+pub struct Findings(Vec<Finding>);
+
+impl Findings {
+    pub fn new() -> Self {
+        Findings(Vec::new())
+    }
+
+    pub fn push(
+        &mut self,
+        finding_type: FindingType,
+        issue_code: &'static str,
+        location: Location,
+        message: impl Into<String>,
+    ) {
+        self.0.push(Finding {
+            finding_type,
+            issue_code,
+            message: message.into(),
+            location,
+        });
+    }
+
+    pub fn has_errors(&self) -> bool {
+        self.0.iter().any(|f| f.finding_type == FindingType::Error)
+    }
+
+    pub fn errors(&self) -> impl Iterator<Item = &Finding> {
+        self.0
+            .iter()
+            .filter(|f| f.finding_type == FindingType::Error)
+    }
+
+    pub fn iter(&self) -> std::slice::Iter<'_, Finding> {
+        self.0.iter()
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub fn extend(&mut self, other: Findings) {
+        self.0.extend(other.0);
+    }
+
+    pub fn into_vec(self) -> Vec<Finding> {
+        self.0
+    }
+}
+
+impl<'a> IntoIterator for &'a Findings {
+    type Item = &'a Finding;
+    type IntoIter = std::slice::Iter<'a, Finding>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.iter()
+    }
+}

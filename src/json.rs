@@ -1,0 +1,460 @@
+//! Strict JSON parsed into a tree that remembers where every value stood.
+//!
+//! Policy findings must name the file, the JSON path and the line and column
+//! of the offending value, and IAM rejects documents that repeat a key; serde's
+//! `Value` keeps neither positions nor duplicate keys. This parser is strict
+//! RFC 8259 JSON (no comments, no trailing commas), keeps object members in
+//! order including duplicates, and bounds nesting so hostile input cannot
+//! exhaust the stack. Numbers keep their source text, because IAM treats
+//! `5` and `"5"` alike and a float round trip would change them.
+
+use std::fmt;
+
+/// Deepest nesting accepted; serde_json uses the same bound.
+pub const MAX_DEPTH: usize = 128;
+
+/// A position in the source text (1-based line and column, column in characters).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Pos {
+    pub offset: usize,
+    pub line: u32,
+    pub column: u32,
+}
+
+/// A JSON value with the position of its first character.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Node {
+    pub value: Value,
+    pub pos: Pos,
+}
+
+/// An object member; `key_pos` points at the key's opening quote.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Member {
+    pub key: String,
+    pub key_pos: Pos,
+    pub value: Node,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Value {
+    Null,
+    Bool(bool),
+    /// The number exactly as written.
+    Number(String),
+    String(String),
+    Array(Vec<Node>),
+    Object(Vec<Member>),
+}
+
+impl Value {
+    /// The JSON type name, for messages.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Value::Null => "null",
+            Value::Bool(_) => "boolean",
+            Value::Number(_) => "number",
+            Value::String(_) => "string",
+            Value::Array(_) => "array",
+            Value::Object(_) => "object",
+        }
+    }
+}
+
+impl Node {
+    /// The first member named `key`, if this is an object.
+    pub fn get(&self, key: &str) -> Option<&Node> {
+        match &self.value {
+            Value::Object(members) => members.iter().find(|m| m.key == key).map(|m| &m.value),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(&self) -> Option<&str> {
+        match &self.value {
+            Value::String(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    pub fn members(&self) -> Option<&[Member]> {
+        match &self.value {
+            Value::Object(m) => Some(m),
+            _ => None,
+        }
+    }
+}
+
+/// Why the text is not JSON, and where.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message} at line {}, column {}", pos.line, pos.column)]
+pub struct JsonError {
+    pub message: String,
+    pub pos: Pos,
+}
+
+/// Parses one JSON value that makes up the whole text (surrounding white space allowed).
+pub fn parse(text: &str) -> Result<Node, JsonError> {
+    let mut p = Parser {
+        src: text.as_bytes(),
+        text,
+        i: 0,
+        line: 1,
+        line_start: 0,
+    };
+    p.skip_ws();
+    let node = p.value(0)?;
+    p.skip_ws();
+    if p.i < p.src.len() {
+        return Err(p.error("unexpected content after the JSON value"));
+    }
+    Ok(node)
+}
+
+struct Parser<'a> {
+    src: &'a [u8],
+    text: &'a str,
+    i: usize,
+    line: u32,
+    line_start: usize,
+}
+
+impl Parser<'_> {
+    fn pos(&self) -> Pos {
+        let column = self
+            .text
+            .get(self.line_start..self.i)
+            .map_or(0, |s| s.chars().count());
+        Pos {
+            offset: self.i,
+            line: self.line,
+            column: u32::try_from(column + 1).unwrap_or(u32::MAX),
+        }
+    }
+
+    fn error(&self, message: impl fmt::Display) -> JsonError {
+        JsonError {
+            message: message.to_string(),
+            pos: self.pos(),
+        }
+    }
+
+    fn peek(&self) -> Option<u8> {
+        self.src.get(self.i).copied()
+    }
+
+    fn skip_ws(&mut self) {
+        while let Some(c) = self.peek() {
+            match c {
+                b'\n' => {
+                    self.i += 1;
+                    self.line += 1;
+                    self.line_start = self.i;
+                }
+                b' ' | b'\t' | b'\r' => self.i += 1,
+                _ => break,
+            }
+        }
+    }
+
+    fn expect_literal(&mut self, word: &str) -> Result<(), JsonError> {
+        if self.src.get(self.i..self.i + word.len()) == Some(word.as_bytes()) {
+            self.i += word.len();
+            Ok(())
+        } else {
+            Err(self.error("expected a JSON value"))
+        }
+    }
+
+    fn value(&mut self, depth: usize) -> Result<Node, JsonError> {
+        if depth >= MAX_DEPTH {
+            return Err(self.error(format!("nesting deeper than {MAX_DEPTH} levels")));
+        }
+        let pos = self.pos();
+        let value = match self.peek() {
+            None => return Err(self.error("unexpected end of input, expected a JSON value")),
+            Some(b'{') => self.object(depth)?,
+            Some(b'[') => self.array(depth)?,
+            Some(b'"') => Value::String(self.string()?),
+            Some(b't') => {
+                self.expect_literal("true")?;
+                Value::Bool(true)
+            }
+            Some(b'f') => {
+                self.expect_literal("false")?;
+                Value::Bool(false)
+            }
+            Some(b'n') => {
+                self.expect_literal("null")?;
+                Value::Null
+            }
+            Some(b'-' | b'0'..=b'9') => Value::Number(self.number()?),
+            Some(_) => return Err(self.error("expected a JSON value")),
+        };
+        Ok(Node { value, pos })
+    }
+
+    fn object(&mut self, depth: usize) -> Result<Value, JsonError> {
+        self.i += 1; // '{'
+        let mut members = Vec::new();
+        self.skip_ws();
+        if self.peek() == Some(b'}') {
+            self.i += 1;
+            return Ok(Value::Object(members));
+        }
+        loop {
+            self.skip_ws();
+            if self.peek() != Some(b'"') {
+                return Err(self.error("expected a string key in the object"));
+            }
+            let key_pos = self.pos();
+            let key = self.string()?;
+            self.skip_ws();
+            if self.peek() != Some(b':') {
+                return Err(self.error("expected `:` after the object key"));
+            }
+            self.i += 1;
+            self.skip_ws();
+            let value = self.value(depth + 1)?;
+            members.push(Member {
+                key,
+                key_pos,
+                value,
+            });
+            self.skip_ws();
+            match self.peek() {
+                Some(b',') => self.i += 1,
+                Some(b'}') => {
+                    self.i += 1;
+                    return Ok(Value::Object(members));
+                }
+                _ => return Err(self.error("expected `,` or `}` in the object")),
+            }
+        }
+    }
+
+    fn array(&mut self, depth: usize) -> Result<Value, JsonError> {
+        self.i += 1; // '['
+        let mut items = Vec::new();
+        self.skip_ws();
+        if self.peek() == Some(b']') {
+            self.i += 1;
+            return Ok(Value::Array(items));
+        }
+        loop {
+            self.skip_ws();
+            items.push(self.value(depth + 1)?);
+            self.skip_ws();
+            match self.peek() {
+                Some(b',') => self.i += 1,
+                Some(b']') => {
+                    self.i += 1;
+                    return Ok(Value::Array(items));
+                }
+                _ => return Err(self.error("expected `,` or `]` in the array")),
+            }
+        }
+    }
+
+    fn number(&mut self) -> Result<String, JsonError> {
+        let start = self.i;
+        if self.peek() == Some(b'-') {
+            self.i += 1;
+        }
+        match self.peek() {
+            Some(b'0') => self.i += 1,
+            Some(b'1'..=b'9') => self.digits(),
+            _ => return Err(self.error("invalid number")),
+        }
+        if self.peek() == Some(b'.') {
+            self.i += 1;
+            if !matches!(self.peek(), Some(b'0'..=b'9')) {
+                return Err(self.error("invalid number: expected a digit after `.`"));
+            }
+            self.digits();
+        }
+        if matches!(self.peek(), Some(b'e' | b'E')) {
+            self.i += 1;
+            if matches!(self.peek(), Some(b'+' | b'-')) {
+                self.i += 1;
+            }
+            if !matches!(self.peek(), Some(b'0'..=b'9')) {
+                return Err(self.error("invalid number: expected a digit in the exponent"));
+            }
+            self.digits();
+        }
+        Ok(self.text.get(start..self.i).unwrap_or_default().to_owned())
+    }
+
+    fn digits(&mut self) {
+        while matches!(self.peek(), Some(b'0'..=b'9')) {
+            self.i += 1;
+        }
+    }
+
+    fn hex4(&mut self) -> Result<u32, JsonError> {
+        let digits = self
+            .text
+            .get(self.i..self.i + 4)
+            .filter(|h| h.bytes().all(|b| b.is_ascii_hexdigit()))
+            .ok_or_else(|| self.error("invalid `\\u` escape: expected four hex digits"))?;
+        let v = u32::from_str_radix(digits, 16).map_err(|e| self.error(e))?;
+        self.i += 4;
+        Ok(v)
+    }
+
+    fn string(&mut self) -> Result<String, JsonError> {
+        self.i += 1; // opening quote
+        let mut out = String::new();
+        loop {
+            let run_start = self.i;
+            while let Some(c) = self.peek() {
+                if c == b'"' || c == b'\\' || c < 0x20 {
+                    break;
+                }
+                self.i += 1;
+            }
+            out.push_str(self.text.get(run_start..self.i).unwrap_or_default());
+            match self.peek() {
+                None => return Err(self.error("unterminated string")),
+                Some(b'"') => {
+                    self.i += 1;
+                    return Ok(out);
+                }
+                Some(b'\\') => {
+                    self.i += 1;
+                    let esc = self
+                        .peek()
+                        .ok_or_else(|| self.error("unterminated string"))?;
+                    self.i += 1;
+                    match esc {
+                        b'"' => out.push('"'),
+                        b'\\' => out.push('\\'),
+                        b'/' => out.push('/'),
+                        b'b' => out.push('\u{8}'),
+                        b'f' => out.push('\u{c}'),
+                        b'n' => out.push('\n'),
+                        b'r' => out.push('\r'),
+                        b't' => out.push('\t'),
+                        b'u' => {
+                            let hi = self.hex4()?;
+                            let code = if (0xD800..0xDC00).contains(&hi) {
+                                if self.src.get(self.i..self.i + 2) != Some(b"\\u") {
+                                    return Err(self.error("unpaired surrogate in `\\u` escape"));
+                                }
+                                self.i += 2;
+                                let lo = self.hex4()?;
+                                if !(0xDC00..0xE000).contains(&lo) {
+                                    return Err(self.error("unpaired surrogate in `\\u` escape"));
+                                }
+                                0x10000 + ((hi - 0xD800) << 10) + (lo - 0xDC00)
+                            } else {
+                                hi
+                            };
+                            let ch = char::from_u32(code)
+                                .ok_or_else(|| self.error("invalid `\\u` escape"))?;
+                            out.push(ch);
+                        }
+                        _ => return Err(self.error("invalid escape in string")),
+                    }
+                }
+                Some(_) => return Err(self.error("control character in string")),
+            }
+        }
+    }
+}
+
+/// A path into a JSON document, rendered like `Statement[2].Condition`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct JsonPath(String);
+
+impl JsonPath {
+    pub fn root() -> Self {
+        JsonPath(String::new())
+    }
+
+    pub fn key(&self, key: &str) -> Self {
+        if self.0.is_empty() {
+            JsonPath(key.to_owned())
+        } else {
+            JsonPath(format!("{}.{key}", self.0))
+        }
+    }
+
+    pub fn index(&self, i: usize) -> Self {
+        JsonPath(format!("{}[{i}]", self.0))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for JsonPath {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.0.is_empty() {
+            f.write_str("$")
+        } else {
+            f.write_str(&self.0)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_nested_values_with_positions() {
+        let n = parse("{\n  \"a\": [1, \"x\"],\n  \"b\": null}").unwrap();
+        let a = n.get("a").unwrap();
+        assert_eq!(a.pos.line, 2);
+        assert_eq!(a.pos.column, 8);
+        match &a.value {
+            Value::Array(items) => {
+                assert_eq!(items[0].value, Value::Number("1".into()));
+                assert_eq!(items[1].value, Value::String("x".into()));
+                assert_eq!(items[1].pos.column, 12);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(n.get("b").unwrap().value, Value::Null);
+    }
+
+    #[test]
+    fn keeps_duplicate_keys() {
+        let n = parse(r#"{"Effect":"Allow","Effect":"Deny"}"#).unwrap();
+        assert_eq!(n.members().unwrap().len(), 2);
+    }
+
+    #[test]
+    fn rejects_non_json_with_position() {
+        for bad in ["", "{", "{\"a\":1,}", "[1,]", "// c\n{}", "'a'", "01", "1.", "\"\\x\"", "{} x", "nul"] {
+            assert!(parse(bad).is_err(), "accepted {bad:?}");
+        }
+        let e = parse("{\n \"a\": tru }").unwrap_err();
+        assert_eq!(e.pos.line, 2);
+    }
+
+    #[test]
+    fn decodes_escapes_and_surrogates() {
+        let n = parse(r#""a\"\\\/\n\u00e9\ud83d\ude00""#).unwrap();
+        assert_eq!(n.as_str(), Some("a\"\\/\né😀"));
+        assert!(parse(r#""\ud83d""#).is_err());
+    }
+
+    #[test]
+    fn bounds_depth() {
+        let deep = "[".repeat(MAX_DEPTH + 1) + &"]".repeat(MAX_DEPTH + 1);
+        assert!(parse(&deep).unwrap_err().message.contains("nesting"));
+        let ok = "[".repeat(MAX_DEPTH - 1) + &"]".repeat(MAX_DEPTH - 1);
+        assert!(parse(&ok).is_ok());
+    }
+
+    #[test]
+    fn paths_render_like_access_analyzer() {
+        let p = JsonPath::root().key("Statement").index(2).key("Condition");
+        assert_eq!(p.to_string(), "Statement[2].Condition");
+        assert_eq!(JsonPath::root().to_string(), "$");
+    }
+}

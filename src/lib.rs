@@ -1,0 +1,11 @@
+//! iamd: AWS IAM policy evaluation for Lambda-style resources, as a library.
+//!
+//! The decision core ([`engine::decide`]) is synchronous and pure: it takes a
+//! compiled [`engine::Snapshot`] and a [`engine::Request`] and returns a
+//! [`engine::Decision`]. Loading a store directory ([`store`]) and the
+//! adapters (CLI, gRPC, Envoy) live around it.
+
+pub mod catalog;
+pub mod finding;
+pub mod json;
+pub mod policy;

@@ -1,0 +1,132 @@
+//! Amazon Resource Names: `arn:partition:service:region:account:resource`.
+//!
+//! An [`Arn`] borrows the five fixed components and the resource (everything
+//! after the fifth colon, which may itself contain colons, as
+//! `function:name:alias` does). Parsing never allocates.
+
+use std::fmt;
+
+/// Why a string is not an ARN.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ArnError {
+    #[error("`{0}` does not start with `arn:`")]
+    NoPrefix(String),
+    #[error("`{0}` has fewer than six colon-separated components (arn:partition:service:region:account:resource)")]
+    TooFewComponents(String),
+    #[error("`{0}` has an empty partition")]
+    EmptyPartition(String),
+    #[error("`{0}` has an empty service")]
+    EmptyService(String),
+    #[error("`{0}` has an empty resource")]
+    EmptyResource(String),
+}
+
+/// A parsed ARN, borrowing from its text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Arn<'a> {
+    pub partition: &'a str,
+    pub service: &'a str,
+    pub region: &'a str,
+    pub account: &'a str,
+    pub resource: &'a str,
+}
+
+impl<'a> Arn<'a> {
+    pub fn parse(s: &'a str) -> Result<Self, ArnError> {
+        let rest = s
+            .strip_prefix("arn:")
+            .ok_or_else(|| ArnError::NoPrefix(s.to_owned()))?;
+        let mut parts = rest.splitn(5, ':');
+        let (Some(partition), Some(service), Some(region), Some(account), Some(resource)) = (
+            parts.next(),
+            parts.next(),
+            parts.next(),
+            parts.next(),
+            parts.next(),
+        ) else {
+            return Err(ArnError::TooFewComponents(s.to_owned()));
+        };
+        if partition.is_empty() {
+            return Err(ArnError::EmptyPartition(s.to_owned()));
+        }
+        if service.is_empty() {
+            return Err(ArnError::EmptyService(s.to_owned()));
+        }
+        if resource.is_empty() {
+            return Err(ArnError::EmptyResource(s.to_owned()));
+        }
+        Ok(Arn {
+            partition,
+            service,
+            region,
+            account,
+            resource,
+        })
+    }
+
+    /// The six components in order, the first being the literal `arn`.
+    pub fn components(&self) -> [&'a str; 6] {
+        [
+            "arn",
+            self.partition,
+            self.service,
+            self.region,
+            self.account,
+            self.resource,
+        ]
+    }
+}
+
+impl fmt::Display for Arn<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "arn:{}:{}:{}:{}:{}",
+            self.partition, self.service, self.region, self.account, self.resource
+        )
+    }
+}
+
+/// True for a 12-digit AWS account id.
+pub fn is_account_id(s: &str) -> bool {
+    s.len() == 12 && s.bytes().all(|b| b.is_ascii_digit())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_lambda_arns_with_qualifiers() {
+        let a = Arn::parse("arn:aws:lambda:us-east-1:111122223333:function:f:prod").unwrap();
+        assert_eq!(a.service, "lambda");
+        assert_eq!(a.account, "111122223333");
+        assert_eq!(a.resource, "function:f:prod");
+        assert_eq!(a.to_string(), "arn:aws:lambda:us-east-1:111122223333:function:f:prod");
+    }
+
+    #[test]
+    fn parses_arns_with_empty_region_and_account() {
+        let a = Arn::parse("arn:aws:s3:::bucket/key").unwrap();
+        assert_eq!((a.region, a.account, a.resource), ("", "", "bucket/key"));
+    }
+
+    #[test]
+    fn rejects_malformed() {
+        assert!(matches!(Arn::parse("aws:lambda"), Err(ArnError::NoPrefix(_))));
+        assert!(matches!(
+            Arn::parse("arn:aws:lambda:us-east-1:1"),
+            Err(ArnError::TooFewComponents(_))
+        ));
+        assert!(matches!(Arn::parse("arn::s3:::b"), Err(ArnError::EmptyPartition(_))));
+        assert!(matches!(Arn::parse("arn:aws::::b"), Err(ArnError::EmptyService(_))));
+        assert!(matches!(Arn::parse("arn:aws:s3:::"), Err(ArnError::EmptyResource(_))));
+    }
+
+    #[test]
+    fn account_ids() {
+        assert!(is_account_id("111122223333"));
+        assert!(!is_account_id("11112222333"));
+        assert!(!is_account_id("11112222333a"));
+    }
+}

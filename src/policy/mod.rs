@@ -1,0 +1,159 @@
+//! The IAM JSON policy language as typed values.
+//!
+//! A policy document is parsed once ([`parse`]) into a [`Policy`] whose
+//! statements hold compiled patterns and conditions; nothing downstream
+//! looks at JSON again. The matching primitives here (`ActionElement`,
+//! `ResourceElement`, `PrincipalElement`) are what the engine calls per
+//! statement.
+
+pub mod arn;
+pub mod condition;
+pub mod parse;
+pub mod pattern;
+
+use std::fmt;
+
+pub use arn::Arn;
+pub use condition::{Condition, ConditionContext};
+pub use parse::{parse_policy, parse_policy_text, PolicyKind};
+pub use pattern::{ArnPattern, Pattern, VarSource};
+
+use crate::finding::Location;
+
+/// `Version`: 2012-10-17 enables policy variables; 2008-10-17 reads `${...}` literally.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Version {
+    V2012_10_17,
+    V2008_10_17,
+}
+
+impl Version {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Version::V2012_10_17 => "2012-10-17",
+            Version::V2008_10_17 => "2008-10-17",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Effect {
+    Allow,
+    Deny,
+}
+
+impl fmt::Display for Effect {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Effect::Allow => "Allow",
+            Effect::Deny => "Deny",
+        })
+    }
+}
+
+/// A whole policy document.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Policy {
+    pub version: Version,
+    pub id: Option<Box<str>>,
+    pub statements: Vec<Statement>,
+}
+
+/// One statement, compiled.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Statement {
+    pub sid: Option<Box<str>>,
+    pub effect: Effect,
+    /// `Principal` / `NotPrincipal`; `None` in identity policies and SCPs.
+    pub principal: Option<PrincipalElement>,
+    pub action: ActionElement,
+    /// `Resource` / `NotResource`; `None` only in role trust policies, where
+    /// the statement is about the role itself.
+    pub resource: Option<ResourceElement>,
+    pub condition: Condition,
+    /// Where the statement was written.
+    pub location: Location,
+}
+
+/// `Action` or `NotAction`: patterns over `service:action`, matched ignoring case.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ActionElement {
+    pub negated: bool,
+    /// Lower-cased patterns.
+    pub patterns: Vec<Pattern>,
+}
+
+impl ActionElement {
+    /// Does the element cover `action` (already lower-cased)?
+    pub fn matches(&self, action_lower: &str) -> bool {
+        let listed = self
+            .patterns
+            .iter()
+            .any(|p| p.matches(action_lower, &pattern::NoVars));
+        listed != self.negated
+    }
+
+    /// The literal actions, if every pattern is literal and the element is not negated.
+    pub fn literals(&self) -> Option<impl Iterator<Item = &str>> {
+        if self.negated || self.patterns.iter().any(|p| p.as_literal().is_none()) {
+            return None;
+        }
+        Some(self.patterns.iter().filter_map(Pattern::as_literal))
+    }
+}
+
+/// `Resource` or `NotResource`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ResourceElement {
+    pub negated: bool,
+    pub patterns: Vec<ArnPattern>,
+}
+
+impl ResourceElement {
+    pub fn matches(&self, resource: &str, vars: &dyn VarSource) -> bool {
+        let listed = self.patterns.iter().any(|p| p.matches(resource, vars));
+        listed != self.negated
+    }
+}
+
+/// `Principal` or `NotPrincipal`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PrincipalElement {
+    pub negated: bool,
+    pub spec: PrincipalSpec,
+}
+
+/// Who a principal element names.
+#[derive(Debug, Clone, PartialEq)]
+pub enum PrincipalSpec {
+    /// `"*"` or `{"AWS": "*"}`: everyone, anonymous callers and services included.
+    Everyone,
+    Listed(PrincipalList),
+}
+
+/// The entries of a principal map, sorted by what they can match.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PrincipalList {
+    /// 12-digit account ids (`"111122223333"` and `arn:aws:iam::111122223333:root`).
+    pub accounts: Vec<Box<str>>,
+    /// IAM user, role, assumed-role session and federated-user ARNs.
+    pub arns: Vec<Box<str>>,
+    /// Unique ids (`AIDA...`, `AROA...`) that IAM stores for deleted or renamed entities.
+    pub unique_ids: Vec<Box<str>>,
+    pub services: Vec<Box<str>>,
+    pub federated: Vec<Box<str>>,
+    pub canonical_users: Vec<Box<str>>,
+}
+
+/// How strongly a resource-policy statement names the caller, which decides
+/// whether its Allow stands alone within one account (IAM evaluation logic,
+/// "resource-based policies" and the principal table).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum PrincipalMatch {
+    /// The account only: an IAM user or role still needs an identity-based Allow.
+    Account,
+    /// A role ARN matching one of its sessions: limited by a permissions boundary.
+    Role,
+    /// The caller itself (user, session, service, federated) or `*`: enough on its own.
+    Direct,
+}

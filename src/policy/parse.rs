@@ -1,0 +1,1086 @@
+//! From a JSON tree to a typed [`Policy`], with Access-Analyzer-style findings.
+//!
+//! Parsing and validation are one pass: every element is turned into its
+//! typed form or reported (with file, JSON path, line and column), and the
+//! pass goes on so that one run lists every problem. A document with any
+//! ERROR yields no policy.
+
+use std::collections::HashSet;
+
+use super::condition::{Clause, Condition, Operator, SetQualifier};
+use super::pattern::{ArnPattern, Pattern, Syntax};
+use super::{
+    arn::{is_account_id, Arn},
+    ActionElement, Effect, Policy, PrincipalElement, PrincipalList, PrincipalSpec,
+    ResourceElement, Statement, Version,
+};
+use crate::catalog;
+use crate::finding::{FindingType, Findings, Origin};
+use crate::json::{self, JsonPath, Node, Value};
+
+/// What a document is attached to; decides which elements it may hold and its size limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PolicyKind {
+    /// Inline policy of a user, group or role.
+    Inline,
+    /// Customer or AWS managed policy (also used as a permissions boundary).
+    Managed,
+    /// A resource-based policy (Lambda function, alias, version, layer version).
+    Resource,
+    /// A role's trust policy (`AssumeRolePolicyDocument`).
+    Trust,
+    /// An Organizations service control policy.
+    Scp,
+}
+
+impl PolicyKind {
+    fn is_identity_like(self) -> bool {
+        matches!(self, PolicyKind::Inline | PolicyKind::Managed | PolicyKind::Scp)
+    }
+
+    /// Largest document, in non-white-space characters (IAM and Organizations quotas;
+    /// Lambda's 20 KB for function policies; the raised maximum for trust policies).
+    pub fn size_limit(self) -> usize {
+        match self {
+            PolicyKind::Inline => 10_240,
+            PolicyKind::Managed => 6_144,
+            PolicyKind::Resource => 20_480,
+            PolicyKind::Trust => 8_192,
+            PolicyKind::Scp => 5_120,
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            PolicyKind::Inline => "inline policy",
+            PolicyKind::Managed => "managed policy",
+            PolicyKind::Resource => "resource-based policy",
+            PolicyKind::Trust => "role trust policy",
+            PolicyKind::Scp => "service control policy",
+        }
+    }
+}
+
+struct Ctx<'a> {
+    kind: PolicyKind,
+    origin: &'a Origin,
+    findings: &'a mut Findings,
+    errors: usize,
+}
+
+impl Ctx<'_> {
+    fn report(&mut self, t: FindingType, code: &'static str, path: &JsonPath, node_pos: json::Pos, msg: String) {
+        if t == FindingType::Error {
+            self.errors += 1;
+        }
+        let loc = self.origin.location(path, node_pos);
+        self.findings.push(t, code, loc, msg);
+    }
+
+    fn error(&mut self, code: &'static str, path: &JsonPath, node: &Node, msg: impl Into<String>) {
+        self.report(FindingType::Error, code, path, node.pos, msg.into());
+    }
+
+    fn warn(&mut self, t: FindingType, code: &'static str, path: &JsonPath, node: &Node, msg: impl Into<String>) {
+        self.report(t, code, path, node.pos, msg.into());
+    }
+}
+
+/// Parses a policy given as JSON text: the form GAAD and `get-policy` use,
+/// where a document may also be URL-encoded.
+pub fn parse_policy_text(
+    text: &str,
+    at: &Node,
+    kind: PolicyKind,
+    origin: &Origin,
+    findings: &mut Findings,
+) -> Option<Policy> {
+    let decoded;
+    let text = if text.trim_start().starts_with('{') {
+        text
+    } else {
+        match percent_encoding::percent_decode_str(text).decode_utf8() {
+            Ok(d) => {
+                decoded = d.into_owned();
+                &decoded
+            }
+            Err(_) => {
+                findings.push(
+                    FindingType::Error,
+                    "INVALID_ENCODING",
+                    origin.location(&JsonPath::root(), at.pos),
+                    "the policy document is neither JSON nor URL-encoded UTF-8 JSON",
+                );
+                return None;
+            }
+        }
+    };
+    match json::parse(text) {
+        Ok(node) => parse_policy(&node, kind, origin, findings),
+        Err(e) => {
+            findings.push(
+                FindingType::Error,
+                "JSON_SYNTAX_ERROR",
+                origin.location(&JsonPath::root(), at.pos),
+                format!("the policy document is not valid JSON: {e}"),
+            );
+            None
+        }
+    }
+}
+
+/// Parses a policy document object. Returns `None` when it has any ERROR.
+pub fn parse_policy(node: &Node, kind: PolicyKind, origin: &Origin, findings: &mut Findings) -> Option<Policy> {
+    let mut cx = Ctx {
+        kind,
+        origin,
+        findings,
+        errors: 0,
+    };
+    let root = JsonPath::root();
+    let Some(members) = node.members() else {
+        cx.error(
+            "INVALID_DOCUMENT",
+            &root,
+            node,
+            format!("a policy document must be a JSON object, found {}", node.value.kind()),
+        );
+        return None;
+    };
+    check_duplicate_keys(&mut cx, &root, node);
+
+    let size = compact_len(node);
+    if size > kind.size_limit() {
+        cx.error(
+            "POLICY_SIZE_EXCEEDED",
+            &root,
+            node,
+            format!(
+                "the {} has {size} non-white-space characters; the limit is {}",
+                kind.name(),
+                kind.size_limit()
+            ),
+        );
+    }
+
+    let mut version = None;
+    let mut id = None;
+    let mut statement_node = None;
+    for m in members {
+        let path = root.key(&m.key);
+        match m.key.as_str() {
+            "Version" => match m.value.as_str() {
+                Some("2012-10-17") => version = Some(Version::V2012_10_17),
+                Some("2008-10-17") => version = Some(Version::V2008_10_17),
+                _ => cx.error(
+                    "INVALID_VERSION",
+                    &path,
+                    &m.value,
+                    "`Version` must be \"2012-10-17\" or \"2008-10-17\"",
+                ),
+            },
+            "Id" => match m.value.as_str() {
+                Some(s) => id = Some(Box::from(s)),
+                None => cx.error("INVALID_ID", &path, &m.value, "`Id` must be a string"),
+            },
+            "Statement" => statement_node = Some(&m.value),
+            other => cx.error(
+                "UNKNOWN_ELEMENT",
+                &path,
+                &m.value,
+                format!("unknown policy element `{other}` (element names are case-sensitive)"),
+            ),
+        }
+    }
+    let version = match version {
+        Some(v) => v,
+        None => {
+            if node.get("Version").is_none() {
+                cx.warn(
+                    FindingType::Warning,
+                    "MISSING_VERSION",
+                    &root,
+                    node,
+                    "no `Version`: the policy is read as 2008-10-17, so `${...}` policy variables are literal text; add \"Version\": \"2012-10-17\"",
+                );
+            }
+            Version::V2008_10_17
+        }
+    };
+    if version == Version::V2008_10_17 && kind == PolicyKind::Managed && node.get("Version").is_some() {
+        cx.error(
+            "INVALID_VERSION",
+            &root.key("Version"),
+            node.get("Version").unwrap_or(node),
+            "managed policies must be Version 2012-10-17",
+        );
+    }
+    let variables = version == Version::V2012_10_17;
+
+    let mut statements = Vec::new();
+    match statement_node {
+        None => cx.error("MISSING_STATEMENT", &root, node, "the policy has no `Statement`"),
+        Some(st) => {
+            let spath = root.key("Statement");
+            let items: Vec<(JsonPath, &Node)> = match &st.value {
+                Value::Object(_) => vec![(spath.clone(), st)],
+                Value::Array(items) => items
+                    .iter()
+                    .enumerate()
+                    .map(|(i, n)| (spath.index(i), n))
+                    .collect(),
+                other => {
+                    cx.error(
+                        "INVALID_STATEMENT",
+                        &spath,
+                        st,
+                        format!("`Statement` must be an object or an array of objects, found {}", other.kind()),
+                    );
+                    Vec::new()
+                }
+            };
+            let mut sids: HashSet<String> = HashSet::new();
+            for (path, item) in items {
+                if let Some(s) = parse_statement(&mut cx, &path, item, variables) {
+                    if let Some(sid) = &s.sid {
+                        if !sids.insert(sid.to_string()) {
+                            cx.error(
+                                "DUPLICATE_SID",
+                                &path.key("Sid"),
+                                item.get("Sid").unwrap_or(item),
+                                format!("duplicate `Sid` `{sid}`: Sids must be unique within a policy"),
+                            );
+                        }
+                    }
+                    statements.push(s);
+                }
+            }
+            if !variables && contains_variable_syntax(st) {
+                cx.warn(
+                    FindingType::Warning,
+                    "VARIABLES_NEED_2012_VERSION",
+                    &spath,
+                    st,
+                    "`${...}` is literal text under Version 2008-10-17; policy variables need \"Version\": \"2012-10-17\"",
+                );
+            }
+        }
+    }
+    (cx.errors == 0).then_some(Policy {
+        version,
+        id,
+        statements,
+    })
+}
+
+fn contains_variable_syntax(node: &Node) -> bool {
+    match &node.value {
+        Value::String(s) => s.contains("${"),
+        Value::Array(items) => items.iter().any(contains_variable_syntax),
+        Value::Object(members) => members.iter().any(|m| contains_variable_syntax(&m.value)),
+        _ => false,
+    }
+}
+
+/// The document's length without white space outside strings, as IAM counts it.
+pub fn compact_len(node: &Node) -> usize {
+    match &node.value {
+        Value::Null => 4,
+        Value::Bool(b) => if *b { 4 } else { 5 },
+        Value::Number(n) => n.len(),
+        Value::String(s) => s.chars().filter(|c| !c.is_whitespace()).count() + 2,
+        Value::Array(items) => 2 + items.len().saturating_sub(1) + items.iter().map(compact_len).sum::<usize>(),
+        Value::Object(members) => {
+            2 + members.len().saturating_sub(1)
+                + members
+                    .iter()
+                    .map(|m| m.key.chars().count() + 3 + compact_len(&m.value))
+                    .sum::<usize>()
+        }
+    }
+}
+
+fn check_duplicate_keys(cx: &mut Ctx<'_>, path: &JsonPath, node: &Node) {
+    let Some(members) = node.members() else { return };
+    let mut seen = HashSet::new();
+    for m in members {
+        if !seen.insert(m.key.as_str()) {
+            cx.error(
+                "DUPLICATE_KEY",
+                &path.key(&m.key),
+                &m.value,
+                format!("the element `{}` appears more than once", m.key),
+            );
+        }
+    }
+}
+
+/// The strings of a value that may be a string or an array of strings.
+fn string_list<'n>(cx: &mut Ctx<'_>, path: &JsonPath, node: &'n Node, what: &str) -> Vec<(JsonPath, &'n Node, &'n str)> {
+    match &node.value {
+        Value::String(s) => vec![(path.clone(), node, s.as_str())],
+        Value::Array(items) => {
+            if items.is_empty() {
+                cx.error("EMPTY_ARRAY", path, node, format!("`{what}` must not be an empty array"));
+            }
+            items
+                .iter()
+                .enumerate()
+                .filter_map(|(i, n)| match &n.value {
+                    Value::String(s) => Some((path.index(i), n, s.as_str())),
+                    other => {
+                        cx.error(
+                            "INVALID_TYPE",
+                            &path.index(i),
+                            n,
+                            format!("`{what}` values must be strings, found {}", other.kind()),
+                        );
+                        None
+                    }
+                })
+                .collect()
+        }
+        other => {
+            cx.error(
+                "INVALID_TYPE",
+                path,
+                node,
+                format!("`{what}` must be a string or an array of strings, found {}", other.kind()),
+            );
+            Vec::new()
+        }
+    }
+}
+
+fn parse_statement(cx: &mut Ctx<'_>, path: &JsonPath, node: &Node, variables: bool) -> Option<Statement> {
+    let errors_before = cx.errors;
+    let Some(members) = node.members() else {
+        cx.error(
+            "INVALID_STATEMENT",
+            path,
+            node,
+            format!("a statement must be a JSON object, found {}", node.value.kind()),
+        );
+        return None;
+    };
+    check_duplicate_keys(cx, path, node);
+    const KNOWN: [&str; 9] = [
+        "Sid", "Effect", "Principal", "NotPrincipal", "Action", "NotAction", "Resource", "NotResource", "Condition",
+    ];
+    for m in members {
+        if !KNOWN.contains(&m.key.as_str()) {
+            cx.error(
+                "UNKNOWN_ELEMENT",
+                &path.key(&m.key),
+                &m.value,
+                format!("unknown statement element `{}` (element names are case-sensitive)", m.key),
+            );
+        }
+    }
+
+    let sid = match node.get("Sid") {
+        None => None,
+        Some(n) => match n.as_str() {
+            Some(s) => {
+                let ok = match cx.kind {
+                    PolicyKind::Inline | PolicyKind::Managed => s.chars().all(|c| c.is_ascii_alphanumeric()),
+                    _ => s.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.'),
+                };
+                if !ok {
+                    cx.error(
+                        "INVALID_SID",
+                        &path.key("Sid"),
+                        n,
+                        format!("`Sid` `{s}` has characters a {} does not allow", cx.kind.name()),
+                    );
+                }
+                Some(Box::from(s))
+            }
+            None => {
+                cx.error("INVALID_SID", &path.key("Sid"), n, "`Sid` must be a string");
+                None
+            }
+        },
+    };
+
+    let effect = match node.get("Effect") {
+        None => {
+            cx.error("MISSING_EFFECT", path, node, "the statement has no `Effect`");
+            None
+        }
+        Some(n) => match n.as_str() {
+            Some("Allow") => Some(Effect::Allow),
+            Some("Deny") => Some(Effect::Deny),
+            _ => {
+                cx.error(
+                    "INVALID_EFFECT",
+                    &path.key("Effect"),
+                    n,
+                    "`Effect` must be \"Allow\" or \"Deny\" (case-sensitive)",
+                );
+                None
+            }
+        },
+    };
+
+    let principal = parse_principal(cx, path, node, effect);
+    let action = parse_action(cx, path, node);
+    let resource = parse_resource(cx, path, node, variables, effect);
+    let condition = match node.get("Condition") {
+        None => Condition::default(),
+        Some(c) => parse_condition(cx, &path.key("Condition"), c, variables, effect),
+    };
+
+    if cx.errors > errors_before {
+        return None;
+    }
+    let (Some(effect), Some(action)) = (effect, action) else {
+        return None;
+    };
+    let statement = Statement {
+        sid,
+        effect,
+        principal,
+        action,
+        resource,
+        condition,
+        location: cx.origin.location(path, node.pos),
+    };
+    statement_warnings(cx, path, node, &statement);
+    Some(statement)
+}
+
+fn parse_principal(cx: &mut Ctx<'_>, path: &JsonPath, node: &Node, effect: Option<Effect>) -> Option<PrincipalElement> {
+    let (negated, key, pnode) = match (node.get("Principal"), node.get("NotPrincipal")) {
+        (Some(_), Some(n)) => {
+            cx.error(
+                "PRINCIPAL_AND_NOTPRINCIPAL",
+                &path.key("NotPrincipal"),
+                n,
+                "a statement cannot have both `Principal` and `NotPrincipal`",
+            );
+            return None;
+        }
+        (Some(p), None) => (false, "Principal", p),
+        (None, Some(p)) => (true, "NotPrincipal", p),
+        (None, None) => {
+            if matches!(cx.kind, PolicyKind::Resource | PolicyKind::Trust) {
+                cx.error(
+                    "MISSING_PRINCIPAL",
+                    path,
+                    node,
+                    format!("a statement in a {} must have a `Principal`", cx.kind.name()),
+                );
+            }
+            return None;
+        }
+    };
+    let ppath = path.key(key);
+    if cx.kind.is_identity_like() {
+        cx.error(
+            "PRINCIPAL_IN_IDENTITY_POLICY",
+            &ppath,
+            pnode,
+            format!("`{key}` is not allowed in an {}: the principal is whoever the policy is attached to", cx.kind.name()),
+        );
+        return None;
+    }
+    if negated {
+        if cx.kind == PolicyKind::Trust {
+            cx.error("NOTPRINCIPAL_IN_TRUST_POLICY", &ppath, pnode, "`NotPrincipal` is not allowed in a role trust policy");
+        }
+        if effect == Some(Effect::Allow) {
+            cx.error(
+                "NOTPRINCIPAL_WITH_ALLOW",
+                &ppath,
+                pnode,
+                "`NotPrincipal` with \"Effect\": \"Allow\" is not supported; use \"Principal\" with a condition on aws:PrincipalArn",
+            );
+        }
+    }
+    let spec = match &pnode.value {
+        Value::String(s) if s == "*" => PrincipalSpec::Everyone,
+        Value::String(s) => {
+            cx.error(
+                "INVALID_PRINCIPAL",
+                &ppath,
+                pnode,
+                format!("a principal string must be \"*\"; write {{\"AWS\": \"{s}\"}} or {{\"Service\": \"{s}\"}}"),
+            );
+            return None;
+        }
+        Value::Object(members) => {
+            check_duplicate_keys(cx, &ppath, pnode);
+            let mut list = PrincipalList::default();
+            let mut everyone = false;
+            for m in members {
+                let mpath = ppath.key(&m.key);
+                let values = string_list(cx, &mpath, &m.value, key);
+                for (vpath, vnode, v) in values {
+                    match m.key.as_str() {
+                        "AWS" => {
+                            if v == "*" {
+                                everyone = true;
+                            } else if let Err(msg) = add_aws_principal(&mut list, v) {
+                                let code = if v.contains(['*', '?']) { "WILDCARD_IN_PRINCIPAL" } else { "INVALID_PRINCIPAL" };
+                                cx.error(code, &vpath, vnode, msg);
+                            }
+                        }
+                        "Service" => {
+                            if v.is_empty() {
+                                cx.warn(
+                                    FindingType::Warning,
+                                    "EMPTY_SERVICE_PRINCIPAL",
+                                    &vpath,
+                                    vnode,
+                                    "an empty service principal matches no caller",
+                                );
+                            } else if v.contains(['*', '?']) || v.contains(char::is_whitespace) {
+                                cx.error("INVALID_PRINCIPAL", &vpath, vnode, format!("`{v}` is not a service principal such as `s3.amazonaws.com`"));
+                            }
+                            list.services.push(v.into());
+                        }
+                        "Federated" => {
+                            if v.is_empty() || v.contains(['*', '?']) {
+                                cx.error("INVALID_PRINCIPAL", &vpath, vnode, format!("`{v}` is not a federated identity provider"));
+                            }
+                            list.federated.push(v.into());
+                        }
+                        "CanonicalUser" => {
+                            list.canonical_users.push(v.into());
+                            cx.warn(
+                                FindingType::Warning,
+                                "CANONICAL_USER_PRINCIPAL",
+                                &vpath,
+                                vnode,
+                                "`CanonicalUser` principals are used only by Amazon S3 and match no caller here",
+                            );
+                        }
+                        other => {
+                            cx.error(
+                                "INVALID_PRINCIPAL",
+                                &mpath,
+                                &m.value,
+                                format!("unknown principal type `{other}`: expected AWS, Service, Federated or CanonicalUser"),
+                            );
+                            break;
+                        }
+                    }
+                }
+            }
+            if everyone {
+                PrincipalSpec::Everyone
+            } else {
+                PrincipalSpec::Listed(list)
+            }
+        }
+        other => {
+            cx.error(
+                "INVALID_PRINCIPAL",
+                &ppath,
+                pnode,
+                format!("`{key}` must be \"*\" or an object, found {}", other.kind()),
+            );
+            return None;
+        }
+    };
+    Some(PrincipalElement { negated, spec })
+}
+
+/// Files an `AWS` principal value under the entry kind it can match.
+fn add_aws_principal(list: &mut PrincipalList, v: &str) -> Result<(), String> {
+    if is_account_id(v) {
+        list.accounts.push(v.into());
+        return Ok(());
+    }
+    if v.contains(['*', '?']) {
+        return Err(format!(
+            "`{v}`: a wildcard cannot match part of a principal; use \"*\" alone, or a condition on aws:PrincipalArn"
+        ));
+    }
+    if let Ok(arn) = Arn::parse(v) {
+        let ok_service = arn.service == "iam" || arn.service == "sts";
+        if ok_service && arn.service == "iam" && arn.resource == "root" && is_account_id(arn.account) {
+            list.accounts.push(arn.account.into());
+            return Ok(());
+        }
+        let typ = arn.resource.split('/').next().unwrap_or_default();
+        let known = matches!(
+            (arn.service, typ),
+            ("iam", "user") | ("iam", "role") | ("sts", "assumed-role") | ("sts", "federated-user")
+        );
+        if known && is_account_id(arn.account) {
+            list.arns.push(v.into());
+            return Ok(());
+        }
+        return Err(format!(
+            "`{v}` is not an account, IAM user, IAM role, assumed-role session or federated-user ARN"
+        ));
+    }
+    let unique_id = v.len() >= 16
+        && v.len() <= 128
+        && v.chars().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit())
+        && ["AIDA", "AROA", "AIDQ", "AROQ"].iter().any(|p| v.starts_with(p));
+    if unique_id {
+        list.unique_ids.push(v.into());
+        return Ok(());
+    }
+    Err(format!("`{v}` is not an AWS account id, an IAM ARN, or a unique id"))
+}
+
+fn parse_action(cx: &mut Ctx<'_>, path: &JsonPath, node: &Node) -> Option<ActionElement> {
+    let (negated, key, anode) = match (node.get("Action"), node.get("NotAction")) {
+        (Some(_), Some(n)) => {
+            cx.error("ACTION_AND_NOTACTION", &path.key("NotAction"), n, "a statement cannot have both `Action` and `NotAction`");
+            return None;
+        }
+        (Some(a), None) => (false, "Action", a),
+        (None, Some(a)) => (true, "NotAction", a),
+        (None, None) => {
+            cx.error("MISSING_ACTION", path, node, "the statement has no `Action` or `NotAction`");
+            return None;
+        }
+    };
+    let apath = path.key(key);
+    let mut patterns = Vec::new();
+    for (vpath, vnode, v) in string_list(cx, &apath, anode, key) {
+        if v != "*" {
+            let Some((service, name)) = v.split_once(':') else {
+                cx.error("INVALID_ACTION", &vpath, vnode, format!("`{v}` is not an action: expected `service:Action` or `*`"));
+                continue;
+            };
+            if service.is_empty() || service.contains(['*', '?']) || !service.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '*' || c == '?') {
+                cx.error(
+                    "INVALID_ACTION",
+                    &vpath,
+                    vnode,
+                    format!("`{v}`: the service prefix must be a plain name without wildcards"),
+                );
+                continue;
+            }
+            if name.is_empty() || name.contains(':') {
+                cx.error("INVALID_ACTION", &vpath, vnode, format!("`{v}` is not an action: expected `service:Action`"));
+                continue;
+            }
+        }
+        let lower = v.to_lowercase();
+        match Pattern::parse(&lower, Syntax { wildcards: true, variables: false }) {
+            Ok(p) => {
+                if lower.starts_with("lambda:")
+                    && !catalog::lambda_actions()
+                        .iter()
+                        .any(|a| p.matches(&a.name.to_lowercase(), &super::pattern::NoVars))
+                {
+                    cx.warn(
+                        FindingType::Warning,
+                        "UNKNOWN_ACTION",
+                        &vpath,
+                        vnode,
+                        format!("`{v}` matches no AWS Lambda action"),
+                    );
+                }
+                patterns.push(p);
+            }
+            Err(e) => cx.error("INVALID_ACTION", &vpath, vnode, e.to_string()),
+        }
+    }
+    Some(ActionElement { negated, patterns })
+}
+
+fn parse_resource(
+    cx: &mut Ctx<'_>,
+    path: &JsonPath,
+    node: &Node,
+    variables: bool,
+    effect: Option<Effect>,
+) -> Option<ResourceElement> {
+    let (negated, key, rnode) = match (node.get("Resource"), node.get("NotResource")) {
+        (Some(_), Some(n)) => {
+            cx.error("RESOURCE_AND_NOTRESOURCE", &path.key("NotResource"), n, "a statement cannot have both `Resource` and `NotResource`");
+            return None;
+        }
+        (Some(r), None) => (false, "Resource", r),
+        (None, Some(r)) => (true, "NotResource", r),
+        (None, None) => {
+            if cx.kind != PolicyKind::Trust {
+                cx.error("MISSING_RESOURCE", path, node, "the statement has no `Resource` or `NotResource`");
+            }
+            return None;
+        }
+    };
+    let rpath = path.key(key);
+    if negated && effect == Some(Effect::Allow) {
+        cx.warn(
+            FindingType::SecurityWarning,
+            "ALLOW_WITH_NOT_RESOURCE",
+            &rpath,
+            rnode,
+            "\"Allow\" with `NotResource` grants every resource not listed, including ones created later",
+        );
+    }
+    let mut patterns = Vec::new();
+    for (vpath, vnode, v) in string_list(cx, &rpath, rnode, key) {
+        match ArnPattern::parse(v, variables) {
+            Ok(p) => {
+                if let Some(arn) = p.as_literal().and_then(|s| Arn::parse(s).ok()) {
+                    if arn.service == "lambda" && !arn.account.is_empty() && !is_account_id(arn.account) {
+                        cx.warn(
+                            FindingType::Warning,
+                            "INVALID_ACCOUNT_ID",
+                            &vpath,
+                            vnode,
+                            format!("`{}` is not a 12-digit account id, so `{v}` names no real function", arn.account),
+                        );
+                    }
+                }
+                patterns.push(p);
+            }
+            Err(e) => cx.error("INVALID_ARN_RESOURCE", &vpath, vnode, e.to_string()),
+        }
+    }
+    Some(ResourceElement { negated, patterns })
+}
+
+fn condition_values(cx: &mut Ctx<'_>, path: &JsonPath, node: &Node) -> Option<Vec<String>> {
+    let scalar = |n: &Node| -> Option<String> {
+        match &n.value {
+            Value::String(s) => Some(s.clone()),
+            Value::Number(s) => Some(s.clone()),
+            Value::Bool(b) => Some(b.to_string()),
+            _ => None,
+        }
+    };
+    match &node.value {
+        Value::Array(items) => {
+            let mut out = Vec::with_capacity(items.len());
+            for (i, item) in items.iter().enumerate() {
+                match scalar(item) {
+                    Some(s) => out.push(s),
+                    None => {
+                        cx.error(
+                            "INVALID_CONDITION_VALUE",
+                            &path.index(i),
+                            item,
+                            format!("condition values must be strings, numbers or booleans, found {}", item.value.kind()),
+                        );
+                        return None;
+                    }
+                }
+            }
+            Some(out)
+        }
+        _ => match scalar(node) {
+            Some(s) => Some(vec![s]),
+            None => {
+                cx.error(
+                    "INVALID_CONDITION_VALUE",
+                    path,
+                    node,
+                    format!("a condition value must be a string, number, boolean or an array of them, found {}", node.value.kind()),
+                );
+                None
+            }
+        },
+    }
+}
+
+fn parse_condition(cx: &mut Ctx<'_>, path: &JsonPath, node: &Node, variables: bool, effect: Option<Effect>) -> Condition {
+    let Some(ops) = node.members() else {
+        cx.error(
+            "INVALID_CONDITION",
+            path,
+            node,
+            format!("`Condition` must be an object of operators, found {}", node.value.kind()),
+        );
+        return Condition::default();
+    };
+    check_duplicate_keys(cx, path, node);
+    let mut clauses = Vec::new();
+    for op_member in ops {
+        let opath = path.key(&op_member.key);
+        let operator = match Operator::parse(&op_member.key) {
+            Ok(op) => op,
+            Err(e) => {
+                cx.error("INVALID_CONDITION_OPERATOR", &opath, &op_member.value, e.to_string());
+                continue;
+            }
+        };
+        let Some(keys) = op_member.value.members() else {
+            cx.error(
+                "INVALID_CONDITION",
+                &opath,
+                &op_member.value,
+                format!("`{}` must map condition keys to values", op_member.key),
+            );
+            continue;
+        };
+        check_duplicate_keys(cx, &opath, &op_member.value);
+        for key_member in keys {
+            let kpath = opath.key(&key_member.key);
+            let Some(values) = condition_values(cx, &kpath, &key_member.value) else {
+                continue;
+            };
+            match Clause::compile(operator, &key_member.key, &values, variables) {
+                Ok(clause) => {
+                    condition_warnings(cx, &kpath, &key_member.value, &clause, effect);
+                    clauses.push(clause);
+                }
+                Err(e) => {
+                    let code = match e {
+                        super::condition::ConditionError::NoValues(_) => "EMPTY_CONDITION_VALUES",
+                        _ => "INVALID_CONDITION_VALUE",
+                    };
+                    cx.error(code, &kpath, &key_member.value, e.to_string());
+                }
+            }
+        }
+    }
+    Condition {
+        clauses: clauses.into_boxed_slice(),
+    }
+}
+
+fn condition_warnings(cx: &mut Ctx<'_>, path: &JsonPath, node: &Node, clause: &Clause, effect: Option<Effect>) {
+    use super::condition::BaseOperator as B;
+    use catalog::KeyType as K;
+    let Some(ty) = catalog::condition_key_type(&clause.key) else {
+        return;
+    };
+    let op = clause.operator.base;
+    if clause.operator.qualifier.is_some() && !ty.is_multivalued() {
+        cx.warn(
+            FindingType::Warning,
+            "SET_OPERATOR_ON_SINGLE_VALUED_KEY",
+            path,
+            node,
+            format!("`{}` is single-valued; `{}` treats it as a one-element set, which is rarely what is meant", clause.key, clause.operator),
+        );
+    }
+    if clause.operator.qualifier.is_none() && ty.is_multivalued() && op != B::Null {
+        cx.warn(
+            FindingType::Warning,
+            "MULTIVALUED_KEY_WITHOUT_SET_OPERATOR",
+            path,
+            node,
+            format!("`{}` is multivalued; qualify `{}` with ForAnyValue: or ForAllValues:", clause.key, clause.operator),
+        );
+    }
+    if clause.operator.qualifier == Some(SetQualifier::ForAllValues) && effect == Some(Effect::Allow) && !clause.operator.if_exists {
+        cx.warn(
+            FindingType::SecurityWarning,
+            "FOR_ALL_VALUES_WITH_ALLOW",
+            path,
+            node,
+            format!("`{}` is true when the request has no `{}` at all; with Allow, also require the key (Null: false)", clause.operator, clause.key),
+        );
+    }
+    let fits = match ty {
+        K::String | K::ArrayOfString => matches!(
+            op,
+            B::StringEquals | B::StringNotEquals | B::StringEqualsIgnoreCase | B::StringNotEqualsIgnoreCase | B::StringLike | B::StringNotLike
+        ),
+        K::Arn => matches!(op, B::ArnEquals | B::ArnLike | B::ArnNotEquals | B::ArnNotLike | B::StringEquals | B::StringLike | B::StringNotEquals | B::StringNotLike),
+        K::Bool => op == B::Bool,
+        K::Date => matches!(
+            op,
+            B::DateEquals | B::DateNotEquals | B::DateLessThan | B::DateLessThanEquals | B::DateGreaterThan | B::DateGreaterThanEquals
+        ) || (clause.key.eq_ignore_ascii_case("aws:EpochTime") && matches!(op, B::NumericEquals | B::NumericNotEquals | B::NumericLessThan | B::NumericLessThanEquals | B::NumericGreaterThan | B::NumericGreaterThanEquals)),
+        K::Numeric => matches!(
+            op,
+            B::NumericEquals | B::NumericNotEquals | B::NumericLessThan | B::NumericLessThanEquals | B::NumericGreaterThan | B::NumericGreaterThanEquals
+        ),
+        K::IpAddress => matches!(op, B::IpAddress | B::NotIpAddress),
+    };
+    if !fits && op != B::Null {
+        cx.warn(
+            FindingType::Warning,
+            "MISMATCHED_KEY_TYPE",
+            path,
+            node,
+            format!("`{}` is of type {ty:?}, which `{}` does not compare as such", clause.key, clause.operator),
+        );
+    }
+}
+
+fn statement_warnings(cx: &mut Ctx<'_>, path: &JsonPath, node: &Node, s: &Statement) {
+    if s.effect != Effect::Allow || cx.kind != PolicyKind::Resource {
+        return;
+    }
+    let Some(principal) = &s.principal else { return };
+    let has_key = |name: &str| s.condition.clauses.iter().any(|c| c.key.eq_ignore_ascii_case(name));
+    match &principal.spec {
+        PrincipalSpec::Everyone if s.condition.is_empty() => cx.warn(
+            FindingType::SecurityWarning,
+            "PUBLIC_ACCESS",
+            &path.key("Principal"),
+            node.get("Principal").unwrap_or(node),
+            "\"Principal\": \"*\" with no condition lets anyone, including anonymous callers, use the resource",
+        ),
+        PrincipalSpec::Listed(list)
+            if list.services.iter().any(|s| !s.is_empty())
+                && !has_key("aws:SourceArn")
+                && !has_key("aws:SourceAccount") =>
+        {
+            cx.warn(
+                FindingType::SecurityWarning,
+                "MISSING_SOURCE_CONDITION",
+                &path.key("Principal"),
+                node.get("Principal").unwrap_or(node),
+                "a service principal is granted access without aws:SourceArn or aws:SourceAccount: other accounts' resources could make the service invoke this function (confused deputy)",
+            )
+        }
+        _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::finding::FindingType;
+
+    fn parse_with(kind: PolicyKind, text: &str) -> (Option<Policy>, Findings) {
+        let mut f = Findings::new();
+        let node = json::parse(text).unwrap();
+        let p = parse_policy(&node, kind, &Origin::file("test.json"), &mut f);
+        (p, f)
+    }
+
+    fn codes(f: &Findings) -> Vec<&'static str> {
+        f.iter().map(|f| f.issue_code).collect()
+    }
+
+    #[test]
+    fn seed_identity_policy_parses() {
+        let (p, f) = parse_with(
+            PolicyKind::Managed,
+            r#"{ "Version": "2012-10-17", "Statement": [ { "Sid": "ListExistingFunctions", "Effect": "Allow", "Action": [ "lambda:ListFunctions" ], "Resource": "*" } ] }"#,
+        );
+        let p = p.unwrap();
+        assert!(f.is_empty(), "{f:?}");
+        assert_eq!(p.statements.len(), 1);
+        assert!(p.statements[0].action.matches("lambda:listfunctions"));
+    }
+
+    #[test]
+    fn seed_function_policy_loads_with_warnings() {
+        let (p, f) = parse_with(
+            PolicyKind::Resource,
+            r#"{ "Version":"2012-10-17", "Statement":[ { "Effect":"Allow", "Principal":{ "Service":"" }, "Action":"lambda:InvokeFunction", "Resource":"arn:aws:lambda:region:account-id:function:HelloWorld", "Sid":"65bafc90-6a1f-42a8-a7ab-8aa9bc877985", "Condition":{ "StringEquals":{ "AWS:SourceAccount":"account-id" }, "ArnLike":{ "AWS:SourceArn":"arn:aws:s3:::ExampleBucket" } } } ] }"#,
+        );
+        assert!(p.is_some(), "{f:?}");
+        assert!(!f.has_errors());
+        assert!(codes(&f).contains(&"EMPTY_SERVICE_PRINCIPAL"));
+        assert!(codes(&f).contains(&"INVALID_ACCOUNT_ID"));
+    }
+
+    #[test]
+    fn errors_have_paths_and_positions() {
+        let (p, f) = parse_with(
+            PolicyKind::Managed,
+            "{\"Version\":\"2012-10-17\",\"Statement\":[\n{\"Effect\":\"allow\",\"Action\":\"s3:*\",\"Resource\":\"*\"}]}",
+        );
+        assert!(p.is_none());
+        let e = f.errors().next().unwrap();
+        assert_eq!(e.issue_code, "INVALID_EFFECT");
+        assert_eq!(e.location.path, "Statement[0].Effect");
+        assert_eq!((e.location.line, e.location.column), (2, 11));
+    }
+
+    #[test]
+    fn structural_errors() {
+        let cases: &[(PolicyKind, &str, &str)] = &[
+            (PolicyKind::Managed, r#"{"Version":"2012-10-17","Statement":{"Effect":"Allow","Action":"s3:*","NotAction":"s3:Get*","Resource":"*"}}"#, "ACTION_AND_NOTACTION"),
+            (PolicyKind::Managed, r#"{"Version":"2012-10-17","Statement":{"Effect":"Allow","Principal":"*","Action":"s3:*","Resource":"*"}}"#, "PRINCIPAL_IN_IDENTITY_POLICY"),
+            (PolicyKind::Resource, r#"{"Version":"2012-10-17","Statement":{"Effect":"Allow","Action":"lambda:InvokeFunction","Resource":"*"}}"#, "MISSING_PRINCIPAL"),
+            (PolicyKind::Managed, r#"{"Version":"2012-10-17","Statement":{"Effect":"Allow","Action":"s3:*","Resource":"bucket"}}"#, "INVALID_ARN_RESOURCE"),
+            (PolicyKind::Managed, r#"{"Version":"2012-10-17","Statement":{"Effect":"Allow","Action":"s3:*","Resource":"*","Condition":{"DateGreaterThan":{"aws:CurrentTime":"soon"}}}}"#, "INVALID_CONDITION_VALUE"),
+            (PolicyKind::Managed, r#"{"Version":"2012-10-17","Statement":{"Effect":"Allow","Action":"s3:*","Resource":"*","Condition":{"IpAddress":{"aws:SourceIp":"10.0.0.0/99"}}}}"#, "INVALID_CONDITION_VALUE"),
+            (PolicyKind::Managed, r#"{"Version":"2012-10-17","Statement":{"Effect":"Allow","Action":"s3:*","Resource":"*","Condition":{"StringEqualz":{"k":"v"}}}}"#, "INVALID_CONDITION_OPERATOR"),
+            (PolicyKind::Managed, r#"{"Version":"2012-10-17","Statement":[{"Sid":"A","Effect":"Allow","Action":"s3:*","Resource":"*"},{"Sid":"A","Effect":"Deny","Action":"s3:*","Resource":"*"}]}"#, "DUPLICATE_SID"),
+            (PolicyKind::Managed, r#"{"Version":"2012-10-17","Statement":{"Effect":"Allow","Effect":"Deny","Action":"s3:*","Resource":"*"}}"#, "DUPLICATE_KEY"),
+            (PolicyKind::Managed, r#"{"Version":"2012-10-17","statement":[]}"#, "UNKNOWN_ELEMENT"),
+            (PolicyKind::Managed, r#"{"Version":"2012-10-17","Statement":{"Effect":"Allow","Action":"s*:Get","Resource":"*"}}"#, "INVALID_ACTION"),
+            (PolicyKind::Resource, r#"{"Version":"2012-10-17","Statement":{"Effect":"Allow","Principal":{"AWS":"arn:aws:iam::111122223333:user/*"},"Action":"lambda:InvokeFunction","Resource":"*"}}"#, "WILDCARD_IN_PRINCIPAL"),
+            (PolicyKind::Resource, r#"{"Version":"2012-10-17","Statement":{"Effect":"Allow","NotPrincipal":{"AWS":"111122223333"},"Action":"lambda:InvokeFunction","Resource":"*"}}"#, "NOTPRINCIPAL_WITH_ALLOW"),
+            (PolicyKind::Managed, r#"{"Version":"2012-10-17"}"#, "MISSING_STATEMENT"),
+            (PolicyKind::Managed, r#"{"Version":"2012-10-18","Statement":[]}"#, "INVALID_VERSION"),
+        ];
+        for (kind, text, code) in cases {
+            let (p, f) = parse_with(*kind, text);
+            assert!(p.is_none(), "{code}: accepted {text}");
+            assert!(codes(&f).contains(code), "{code}: got {:?}", codes(&f));
+        }
+    }
+
+    #[test]
+    fn oversized_documents_are_rejected() {
+        let actions: Vec<String> = (0..700).map(|i| format!("\"s3:Action{i}\"")).collect();
+        let text = format!(
+            r#"{{"Version":"2012-10-17","Statement":{{"Effect":"Allow","Action":[{}],"Resource":"*"}}}}"#,
+            actions.join(",")
+        );
+        let (p, f) = parse_with(PolicyKind::Managed, &text);
+        assert!(p.is_none());
+        assert!(codes(&f).contains(&"POLICY_SIZE_EXCEEDED"));
+    }
+
+    #[test]
+    fn security_warnings() {
+        let (p, f) = parse_with(
+            PolicyKind::Resource,
+            r#"{"Version":"2012-10-17","Statement":[
+              {"Sid":"s3","Effect":"Allow","Principal":{"Service":"s3.amazonaws.com"},"Action":"lambda:InvokeFunction","Resource":"arn:aws:lambda:us-east-1:111122223333:function:f"},
+              {"Sid":"pub","Effect":"Allow","Principal":"*","Action":"lambda:InvokeFunction","Resource":"arn:aws:lambda:us-east-1:111122223333:function:f"},
+              {"Sid":"none","Effect":"Allow","Principal":"*","Action":"lambda:InvokeFunctionz","Resource":"arn:aws:lambda:us-east-1:111122223333:function:f","Condition":{"StringEquals":{"aws:PrincipalOrgID":"o-abc"}}}]}"#,
+        );
+        assert!(p.is_some());
+        let c = codes(&f);
+        assert!(c.contains(&"MISSING_SOURCE_CONDITION"), "{c:?}");
+        assert!(c.contains(&"PUBLIC_ACCESS"));
+        assert!(c.contains(&"UNKNOWN_ACTION"));
+        assert!(f.iter().any(|f| f.finding_type == FindingType::SecurityWarning));
+    }
+
+    #[test]
+    fn principal_forms() {
+        let (p, f) = parse_with(
+            PolicyKind::Resource,
+            r#"{"Version":"2012-10-17","Statement":{"Effect":"Allow","Principal":{
+               "AWS":["111122223333","arn:aws:iam::444455556666:root","arn:aws:iam::111122223333:user/path/alice","arn:aws:iam::111122223333:role/r","arn:aws:sts::111122223333:assumed-role/r/s","AIDAJQABLZS4A3QDU576Q"],
+               "Service":"s3.amazonaws.com","Federated":"cognito-identity.amazonaws.com","CanonicalUser":"79a59df900b949e55d96a1e698fbacedfd6e09d98eacf8f8d5218e7cd47ef2be"},
+               "Action":"lambda:InvokeFunction","Resource":"arn:aws:lambda:us-east-1:111122223333:function:f","Condition":{"StringEquals":{"aws:SourceAccount":"111122223333"}}}}"#,
+        );
+        let p = p.unwrap_or_else(|| panic!("{f:?}"));
+        let PrincipalSpec::Listed(list) = &p.statements[0].principal.as_ref().unwrap().spec else {
+            panic!()
+        };
+        assert_eq!(list.accounts.len(), 2);
+        assert_eq!(list.arns.len(), 3);
+        assert_eq!(list.unique_ids.len(), 1);
+        assert_eq!(list.services.len(), 1);
+        assert_eq!(list.federated.len(), 1);
+        assert_eq!(list.canonical_users.len(), 1);
+    }
+
+    #[test]
+    fn embedded_url_encoded_documents() {
+        let node = json::parse("\"x\"").unwrap();
+        let mut f = Findings::new();
+        let text = "%7B%22Version%22%3A%222012-10-17%22%2C%22Statement%22%3A%5B%7B%22Effect%22%3A%22Allow%22%2C%22Action%22%3A%22s3%3A*%22%2C%22Resource%22%3A%22*%22%7D%5D%7D";
+        let p = parse_policy_text(text, &node, PolicyKind::Inline, &Origin::file("f"), &mut f);
+        assert!(p.is_some(), "{f:?}");
+        let bad = parse_policy_text("{nope", &node, PolicyKind::Inline, &Origin::file("f"), &mut f);
+        assert!(bad.is_none());
+        assert!(codes(&f).contains(&"JSON_SYNTAX_ERROR"));
+    }
+
+    #[test]
+    fn version_2008_warns_about_variables() {
+        let (p, f) = parse_with(
+            PolicyKind::Inline,
+            r#"{"Version":"2008-10-17","Statement":{"Effect":"Allow","Action":"s3:*","Resource":"arn:aws:s3:::b/${aws:username}/*"}}"#,
+        );
+        assert!(p.is_some());
+        assert!(codes(&f).contains(&"VARIABLES_NEED_2012_VERSION"));
+    }
+}
