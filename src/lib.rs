@@ -9,3 +9,5 @@ pub mod catalog;
 pub mod finding;
 pub mod json;
 pub mod policy;
+pub mod store;
+pub mod engine;

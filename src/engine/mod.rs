@@ -1,0 +1,17 @@
+//! The decision core: a compiled [`Snapshot`] and the pure function
+//! [`decide`] that answers a [`Request`] from it.
+//!
+//! Nothing here does I/O, locks, or async; gRPC, Envoy, the CLI and reload
+//! are adapters around these functions.
+
+mod context;
+mod decide;
+mod explain;
+mod principal;
+mod request;
+mod snapshot;
+
+pub use decide::{decide, explain, Decision, DecisionKind, DenySource};
+pub use explain::{DecisionDetails, Explanation, NearMiss, StatementRef, TypeDecision};
+pub use request::{ContextEntry, Principal, Request, RequestError, MAX_ACTION_LEN, MAX_ARN_LEN};
+pub use snapshot::{PolicyType, Snapshot, Stats};

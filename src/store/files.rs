@@ -1,0 +1,567 @@
+//! Reading each store file by its shape, and the checks that span files
+//! (attached policies exist, group names resolve, no entity twice).
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+
+use super::{Group, ManagedPolicy, NamedPolicy, ResourcePolicy, Role, ServiceControlPolicy, Store, User};
+use crate::finding::{FindingType, Findings, Location, Origin};
+use crate::json::{self, JsonPath, Node, Value};
+use crate::policy::arn::{is_account_id, Arn};
+use crate::policy::parse::{compact_len, parse_policy, parse_policy_text, PolicyKind};
+use crate::policy::Policy;
+
+#[derive(Default)]
+pub(super) struct Builder {
+    store: Store,
+}
+
+/// One file's reading context.
+struct FileCx<'a> {
+    origin: Origin,
+    findings: &'a mut Findings,
+}
+
+impl FileCx<'_> {
+    fn loc(&self, path: &JsonPath, node: &Node) -> Location {
+        self.origin.location(path, node.pos)
+    }
+
+    fn error(&mut self, code: &'static str, path: &JsonPath, node: &Node, msg: impl Into<String>) {
+        let loc = self.loc(path, node);
+        self.findings.push(FindingType::Error, code, loc, msg);
+    }
+
+    fn warn(&mut self, code: &'static str, path: &JsonPath, node: &Node, msg: impl Into<String>) {
+        let loc = self.loc(path, node);
+        self.findings.push(FindingType::Warning, code, loc, msg);
+    }
+
+    /// A required string member.
+    fn string<'n>(&mut self, obj: &'n Node, path: &JsonPath, key: &str) -> Option<&'n str> {
+        match obj.get(key) {
+            Some(n) => match n.as_str() {
+                Some(s) => Some(s),
+                None => {
+                    self.error("INVALID_TYPE", &path.key(key), n, format!("`{key}` must be a string"));
+                    None
+                }
+            },
+            None => {
+                self.error("MISSING_FIELD", path, obj, format!("`{key}` is missing"));
+                None
+            }
+        }
+    }
+
+    fn opt_string<'n>(&mut self, obj: &'n Node, path: &JsonPath, key: &str) -> Option<&'n str> {
+        obj.get(key)?;
+        self.string(obj, path, key)
+    }
+
+    /// The items of an optional array member.
+    fn array<'n>(&mut self, obj: &'n Node, path: &JsonPath, key: &str) -> Vec<(JsonPath, &'n Node)> {
+        match obj.get(key) {
+            None => Vec::new(),
+            Some(n) => match &n.value {
+                Value::Array(items) => items
+                    .iter()
+                    .enumerate()
+                    .map(|(i, item)| (path.key(key).index(i), item))
+                    .collect(),
+                other => {
+                    self.error(
+                        "INVALID_TYPE",
+                        &path.key(key),
+                        n,
+                        format!("`{key}` must be an array, found {}", other.kind()),
+                    );
+                    Vec::new()
+                }
+            },
+        }
+    }
+
+    /// A policy document given as an object or as (URL-encoded) JSON text.
+    fn document(&mut self, node: &Node, path: &JsonPath, kind: PolicyKind) -> Option<(Policy, usize)> {
+        match &node.value {
+            Value::Object(_) => {
+                let origin = self.origin.nested(path);
+                let size = compact_len(node);
+                parse_policy(node, kind, &origin, self.findings).map(|p| (p, size))
+            }
+            Value::String(text) => {
+                let origin = self.origin.embedded(path, node.pos);
+                let size = text.chars().filter(|c| !c.is_whitespace()).count();
+                parse_policy_text(text, node, kind, &origin, self.findings).map(|p| (p, size))
+            }
+            other => {
+                self.error(
+                    "INVALID_DOCUMENT",
+                    path,
+                    node,
+                    format!("a policy document must be an object or a JSON string, found {}", other.kind()),
+                );
+                None
+            }
+        }
+    }
+
+    fn named_policies(&mut self, obj: &Node, path: &JsonPath, key: &str) -> Vec<NamedPolicy> {
+        let mut out = Vec::new();
+        for (ipath, item) in self.array(obj, path, key) {
+            let name = self.string(item, &ipath, "PolicyName");
+            let Some(doc) = item.get("PolicyDocument") else {
+                self.error("MISSING_FIELD", &ipath, item, "`PolicyDocument` is missing");
+                continue;
+            };
+            if let (Some(name), Some((policy, size))) =
+                (name, self.document(doc, &ipath.key("PolicyDocument"), PolicyKind::Inline))
+            {
+                out.push(NamedPolicy {
+                    name: name.to_owned(),
+                    policy,
+                    size,
+                });
+            }
+        }
+        out
+    }
+
+    fn attached(&mut self, obj: &Node, path: &JsonPath) -> Vec<String> {
+        let mut out = Vec::new();
+        for (ipath, item) in self.array(obj, path, "AttachedManagedPolicies") {
+            if let Some(arn) = self.string(item, &ipath, "PolicyArn") {
+                out.push(arn.to_owned());
+            }
+        }
+        out
+    }
+
+    fn boundary(&mut self, obj: &Node, path: &JsonPath) -> Option<String> {
+        let b = obj.get("PermissionsBoundary")?;
+        let bpath = path.key("PermissionsBoundary");
+        self.string(b, &bpath, "PermissionsBoundaryArn").map(str::to_owned)
+    }
+
+    fn tags(&mut self, obj: &Node, path: &JsonPath) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        for (ipath, item) in self.array(obj, path, "Tags") {
+            if let (Some(k), Some(v)) = (self.string(item, &ipath, "Key"), self.string(item, &ipath, "Value")) {
+                out.push((k.to_owned(), v.to_owned()));
+            }
+        }
+        out
+    }
+
+    /// The account of an IAM entity ARN (`arn:aws:iam::ACCOUNT:user/...`), checked.
+    fn entity_arn(&mut self, item: &Node, path: &JsonPath, kind: &str, name: &str, fallback: Option<&str>) -> Option<(String, String)> {
+        let arn_text = match item.get("Arn") {
+            Some(_) => self.string(item, path, "Arn")?.to_owned(),
+            None => {
+                let account = fallback?;
+                let p = self.opt_string(item, path, "Path").unwrap_or("/");
+                format!("arn:aws:iam::{account}:{kind}{p}{name}")
+            }
+        };
+        let node = item.get("Arn").unwrap_or(item);
+        match Arn::parse(&arn_text) {
+            Ok(arn)
+                if arn.service == "iam"
+                    && is_account_id(arn.account)
+                    && arn.resource.starts_with(&format!("{kind}/"))
+                    && arn.resource.ends_with(&format!("/{name}")) =>
+            {
+                Some((arn_text.clone(), arn.account.to_owned()))
+            }
+            Ok(_) => {
+                self.error(
+                    "INVALID_ARN",
+                    &path.key("Arn"),
+                    node,
+                    format!("`{arn_text}` is not the IAM {kind} ARN of `{name}` (arn:aws:iam::ACCOUNT:{kind}/PATH/{name})"),
+                );
+                None
+            }
+            Err(e) => {
+                self.error("INVALID_ARN", &path.key("Arn"), node, e.to_string());
+                None
+            }
+        }
+    }
+}
+
+impl Builder {
+    pub(super) fn add_file(&mut self, rel: &str, text: &str, findings: &mut Findings) {
+        self.store.files.push(rel.to_owned());
+        let root = match json::parse(text) {
+            Ok(n) => n,
+            Err(e) => {
+                findings.push(
+                    FindingType::Error,
+                    "JSON_SYNTAX_ERROR",
+                    Location {
+                        file: rel.to_owned(),
+                        path: "$".into(),
+                        line: e.pos.line,
+                        column: e.pos.column,
+                    },
+                    format!("not valid JSON: {}", e.message),
+                );
+                return;
+            }
+        };
+        let mut cx = FileCx {
+            origin: Origin::file(rel),
+            findings,
+        };
+        let has = |k: &str| root.get(k).is_some();
+        if has("UserDetailList") || has("GroupDetailList") || has("RoleDetailList") || has("Policies") {
+            self.authorization_details(&mut cx, &root);
+        } else if has("Policy") {
+            self.resource_policy(&mut cx, &root);
+        } else if has("ServiceControlPolicies") {
+            self.service_control_policies(&mut cx, &root);
+        } else {
+            cx.error(
+                "UNRECOGNIZED_FILE",
+                &JsonPath::root(),
+                &root,
+                "not a store file: expected `aws iam get-account-authorization-details` output (UserDetailList, GroupDetailList, RoleDetailList, Policies), `aws lambda get-policy` output (Policy), or {\"ServiceControlPolicies\": [...]}",
+            );
+        }
+    }
+
+    fn authorization_details(&mut self, cx: &mut FileCx<'_>, root: &Node) {
+        let top = JsonPath::root();
+        let account_hint = match root.get("AccountId") {
+            Some(n) => match n.as_str() {
+                Some(a) if is_account_id(a) => Some(a.to_owned()),
+                _ => {
+                    cx.error("INVALID_ACCOUNT_ID", &top.key("AccountId"), n, "`AccountId` must be a 12-digit string");
+                    None
+                }
+            },
+            None => None,
+        };
+        let hint = account_hint.as_deref();
+        if let Some(a) = hint {
+            self.store.accounts.insert(a.to_owned());
+        }
+
+        for (path, item) in cx.array(root, &top, "Policies") {
+            let Some(arn) = cx.string(item, &path, "Arn").map(str::to_owned) else { continue };
+            let name = cx.opt_string(item, &path, "PolicyName").unwrap_or_default().to_owned();
+            let default_id = cx.opt_string(item, &path, "DefaultVersionId").map(str::to_owned);
+            let versions = cx.array(item, &path, "PolicyVersionList");
+            let chosen = versions.iter().find(|(_, v)| {
+                matches!(v.get("IsDefaultVersion").map(|n| &n.value), Some(Value::Bool(true)))
+                    || (default_id.is_some() && v.get("VersionId").and_then(Node::as_str) == default_id.as_deref())
+            });
+            let Some((vpath, version)) = chosen else {
+                cx.error("MISSING_DEFAULT_VERSION", &path, item, format!("managed policy `{arn}` has no default version in PolicyVersionList"));
+                continue;
+            };
+            let Some(doc) = version.get("Document") else {
+                cx.error("MISSING_FIELD", vpath, version, "`Document` is missing");
+                continue;
+            };
+            if let Some((policy, _)) = cx.document(doc, &vpath.key("Document"), PolicyKind::Managed) {
+                self.store.managed.push(ManagedPolicy {
+                    arn,
+                    name,
+                    policy,
+                    location: cx.loc(&path, item),
+                });
+            }
+        }
+
+        for (path, item) in cx.array(root, &top, "UserDetailList") {
+            let Some(name) = cx.string(item, &path, "UserName").map(str::to_owned) else { continue };
+            let Some((arn, account)) = cx.entity_arn(item, &path, "user", &name, hint) else { continue };
+            let groups = cx
+                .array(item, &path, "GroupList")
+                .into_iter()
+                .filter_map(|(gpath, g)| match g.as_str() {
+                    Some(s) => Some(s.to_owned()),
+                    None => {
+                        cx.error("INVALID_TYPE", &gpath, g, "group names must be strings");
+                        None
+                    }
+                })
+                .collect();
+            let user = User {
+                id: cx.opt_string(item, &path, "UserId").map(str::to_owned),
+                inline: cx.named_policies(item, &path, "UserPolicyList"),
+                attached: cx.attached(item, &path),
+                boundary: cx.boundary(item, &path),
+                tags: cx.tags(item, &path),
+                location: cx.loc(&path, item),
+                arn,
+                account,
+                name,
+                groups,
+            };
+            self.store.accounts.insert(user.account.clone());
+            self.store.users.push(user);
+        }
+
+        for (path, item) in cx.array(root, &top, "GroupDetailList") {
+            let Some(name) = cx.string(item, &path, "GroupName").map(str::to_owned) else { continue };
+            let Some((arn, account)) = cx.entity_arn(item, &path, "group", &name, hint) else { continue };
+            let group = Group {
+                inline: cx.named_policies(item, &path, "GroupPolicyList"),
+                attached: cx.attached(item, &path),
+                location: cx.loc(&path, item),
+                arn,
+                account,
+                name,
+            };
+            self.store.accounts.insert(group.account.clone());
+            self.store.groups.push(group);
+        }
+
+        for (path, item) in cx.array(root, &top, "RoleDetailList") {
+            let Some(name) = cx.string(item, &path, "RoleName").map(str::to_owned) else { continue };
+            let Some((arn, account)) = cx.entity_arn(item, &path, "role", &name, hint) else { continue };
+            let trust = match item.get("AssumeRolePolicyDocument") {
+                Some(doc) => cx
+                    .document(doc, &path.key("AssumeRolePolicyDocument"), PolicyKind::Trust)
+                    .map(|(p, _)| p),
+                None => {
+                    cx.warn("MISSING_TRUST_POLICY", &path, item, format!("role `{name}` has no AssumeRolePolicyDocument: nobody can assume it"));
+                    None
+                }
+            };
+            let role = Role {
+                id: cx.opt_string(item, &path, "RoleId").map(str::to_owned),
+                trust,
+                inline: cx.named_policies(item, &path, "RolePolicyList"),
+                attached: cx.attached(item, &path),
+                boundary: cx.boundary(item, &path),
+                tags: cx.tags(item, &path),
+                location: cx.loc(&path, item),
+                arn,
+                account,
+                name,
+            };
+            self.store.accounts.insert(role.account.clone());
+            self.store.roles.push(role);
+        }
+    }
+
+    fn resource_policy(&mut self, cx: &mut FileCx<'_>, root: &Node) {
+        let top = JsonPath::root();
+        for m in root.members().unwrap_or_default() {
+            if !matches!(m.key.as_str(), "Policy" | "RevisionId" | "ResourceArn") {
+                cx.warn("UNKNOWN_FIELD", &top.key(&m.key), &m.value, format!("`{}` is ignored in a resource policy file", m.key));
+            }
+        }
+        let declared = cx.opt_string(root, &top, "ResourceArn").map(str::to_owned);
+        let revision_id = cx.opt_string(root, &top, "RevisionId").map(str::to_owned);
+        let Some(doc) = root.get("Policy") else { return };
+        let Some((policy, _)) = cx.document(doc, &top.key("Policy"), PolicyKind::Resource) else {
+            return;
+        };
+        let location = cx.loc(&top.key("Policy"), doc);
+        // The statements' literal resources decide, unless the file names one.
+        let named: BTreeSet<&str> = policy
+            .statements
+            .iter()
+            .flat_map(|s| s.resource.iter().flat_map(|r| r.patterns.iter()))
+            .map(|p| p.as_literal().unwrap_or(p.source()))
+            .collect();
+        let resource_arn = match declared {
+            Some(arn) => {
+                if let Err(e) = Arn::parse(&arn) {
+                    cx.error("INVALID_ARN", &top.key("ResourceArn"), root.get("ResourceArn").unwrap_or(root), e.to_string());
+                    return;
+                }
+                for s in &policy.statements {
+                    if let Some(r) = &s.resource {
+                        if !r.matches(&arn, &crate::policy::pattern::NoVars) && !r.patterns.iter().any(|p| p.has_variables()) {
+                            cx.findings.push(
+                                FindingType::Warning,
+                                "RESOURCE_MISMATCH",
+                                s.location.clone(),
+                                format!("the statement's Resource does not cover `{arn}`, the resource this policy is attached to, so it never applies"),
+                            );
+                        }
+                    }
+                }
+                arn
+            }
+            None => {
+                let single = (named.len() == 1)
+                    .then(|| named.iter().next().copied())
+                    .flatten()
+                    .filter(|r| Arn::parse(r).is_ok() && !r.contains(['*', '?']));
+                match single {
+                    Some(r) => r.to_owned(),
+                    None => {
+                        cx.error(
+                            "AMBIGUOUS_RESOURCE",
+                            &top.key("Policy"),
+                            doc,
+                            format!(
+                                "cannot tell which resource this policy is attached to: its statements name {} resources ({}); add \"ResourceArn\" to the file",
+                                named.len(),
+                                named.iter().copied().collect::<Vec<_>>().join(", ")
+                            ),
+                        );
+                        return;
+                    }
+                }
+            }
+        };
+        self.store.resource_policies.push(ResourcePolicy {
+            resource_arn,
+            revision_id,
+            policy,
+            location,
+        });
+    }
+
+    fn service_control_policies(&mut self, cx: &mut FileCx<'_>, root: &Node) {
+        let top = JsonPath::root();
+        for (path, item) in cx.array(root, &top, "ServiceControlPolicies") {
+            let Some(name) = cx.string(item, &path, "Name").map(str::to_owned) else { continue };
+            let Some(content) = item.get("Content") else {
+                cx.error("MISSING_FIELD", &path, item, "`Content` is missing");
+                continue;
+            };
+            let mut targets = Vec::new();
+            for (tpath, t) in cx.array(item, &path, "Targets") {
+                match t.as_str() {
+                    Some(a) if is_account_id(a) => targets.push(a.to_owned()),
+                    _ => cx.error("INVALID_ACCOUNT_ID", &tpath, t, "SCP targets must be 12-digit account ids"),
+                }
+            }
+            if targets.is_empty() {
+                cx.warn("UNATTACHED_SCP", &path, item, format!("SCP `{name}` has no Targets and affects no account"));
+            }
+            if let Some((policy, _)) = cx.document(content, &path.key("Content"), PolicyKind::Scp) {
+                self.store.scps.push(ServiceControlPolicy {
+                    name,
+                    policy,
+                    targets,
+                    location: cx.loc(&path, item),
+                });
+            }
+        }
+    }
+
+    /// Checks across files, then hands over the store.
+    pub(super) fn finish(mut self, findings: &mut Findings) -> Store {
+        let s = &mut self.store;
+        let managed: HashSet<&str> = s.managed.iter().map(|m| m.arn.as_str()).collect();
+
+        let mut dup = |what: &str, key: &str, loc: &Location, seen: &mut HashMap<String, Location>| {
+            if let Some(first) = seen.get(key) {
+                findings.push(
+                    FindingType::Error,
+                    "DUPLICATE_ENTITY",
+                    loc.clone(),
+                    format!("{what} `{key}` is defined twice (first at {first})"),
+                );
+            } else {
+                seen.insert(key.to_owned(), loc.clone());
+            }
+        };
+        let mut seen = HashMap::new();
+        for u in &s.users {
+            dup("user", &u.arn, &u.location, &mut seen);
+        }
+        for g in &s.groups {
+            dup("group", &g.arn, &g.location, &mut seen);
+        }
+        for r in &s.roles {
+            dup("role", &r.arn, &r.location, &mut seen);
+        }
+        for m in &s.managed {
+            dup("managed policy", &m.arn, &m.location, &mut seen);
+        }
+        for r in &s.resource_policies {
+            dup("the resource policy of", &r.resource_arn, &r.location, &mut seen);
+        }
+        // IAM names are unique per account, ignoring case.
+        let mut names = HashMap::new();
+        for (kind, account, name, loc) in s
+            .users
+            .iter()
+            .map(|u| ("user", &u.account, &u.name, &u.location))
+            .chain(s.roles.iter().map(|r| ("role", &r.account, &r.name, &r.location)))
+            .chain(s.groups.iter().map(|g| ("group", &g.account, &g.name, &g.location)))
+        {
+            let key = format!("{kind}:{account}:{}", name.to_lowercase());
+            dup(kind, &key, loc, &mut names);
+        }
+
+        let mut missing = |arn: &str, whose: &str, loc: &Location| {
+            if !managed.contains(arn) {
+                findings.push(
+                    FindingType::Error,
+                    "UNKNOWN_MANAGED_POLICY",
+                    loc.clone(),
+                    format!("{whose} refers to managed policy `{arn}`, which no store file defines"),
+                );
+            }
+        };
+        for u in &s.users {
+            for a in u.attached.iter().chain(u.boundary.iter()) {
+                missing(a, &format!("user `{}`", u.name), &u.location);
+            }
+        }
+        for g in &s.groups {
+            for a in &g.attached {
+                missing(a, &format!("group `{}`", g.name), &g.location);
+            }
+        }
+        for r in &s.roles {
+            for a in r.attached.iter().chain(r.boundary.iter()) {
+                missing(a, &format!("role `{}`", r.name), &r.location);
+            }
+        }
+        let group_names: HashSet<(&str, &str)> = s.groups.iter().map(|g| (g.account.as_str(), g.name.as_str())).collect();
+        for u in &s.users {
+            for g in &u.groups {
+                if !group_names.contains(&(u.account.as_str(), g.as_str())) {
+                    findings.push(
+                        FindingType::Error,
+                        "UNKNOWN_GROUP",
+                        u.location.clone(),
+                        format!("user `{}` is in group `{g}`, which no store file defines", u.name),
+                    );
+                }
+            }
+        }
+        let aggregate = |kind: &str, name: &str, policies: &[NamedPolicy], loc: &Location, findings: &mut Findings| {
+            let total: usize = policies.iter().map(|p| p.size).sum();
+            let limit = super::inline_aggregate_limit(kind);
+            if total > limit {
+                findings.push(
+                    FindingType::Error,
+                    "POLICY_SIZE_EXCEEDED",
+                    loc.clone(),
+                    format!("the inline policies of {kind} `{name}` total {total} non-white-space characters; IAM allows {limit}"),
+                );
+            }
+        };
+        for u in &s.users {
+            aggregate("user", &u.name, &u.inline, &u.location, findings);
+        }
+        for g in &s.groups {
+            aggregate("group", &g.name, &g.inline, &g.location, findings);
+        }
+        for r in &s.roles {
+            aggregate("role", &r.name, &r.inline, &r.location, findings);
+        }
+        for r in &s.resource_policies {
+            if let Ok(arn) = Arn::parse(&r.resource_arn) {
+                if is_account_id(arn.account) {
+                    s.accounts.insert(arn.account.to_owned());
+                }
+            }
+        }
+        self.store
+    }
+}

@@ -1,0 +1,291 @@
+//! The store directory: every `*.json` file below it, recognised by shape,
+//! loaded into one [`Store`] model or rejected whole with findings.
+//!
+//! Three shapes are read (see DESIGN.md): `aws iam get-account-authorization-details`
+//! output, `aws lambda get-policy` output (a resource-based policy), and a list of
+//! service control policies. Names starting with `.` are skipped, so a
+//! Kubernetes ConfigMap mount (`..data` and its timestamped target) is read
+//! once through its visible top-level links.
+
+mod files;
+
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use crate::finding::{FindingType, Findings, Location};
+use crate::policy::Policy;
+
+/// Largest store file read; a bigger one is an error, not an out-of-memory.
+pub const MAX_FILE_BYTES: u64 = 64 * 1024 * 1024;
+
+/// A policy with the name it is attached under.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NamedPolicy {
+    pub name: String,
+    pub policy: Policy,
+    /// Non-white-space size, for IAM's aggregate inline quotas.
+    pub size: usize,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct User {
+    pub arn: String,
+    pub account: String,
+    pub name: String,
+    pub id: Option<String>,
+    pub groups: Vec<String>,
+    pub inline: Vec<NamedPolicy>,
+    pub attached: Vec<String>,
+    pub boundary: Option<String>,
+    pub tags: Vec<(String, String)>,
+    pub location: Location,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Group {
+    pub arn: String,
+    pub account: String,
+    pub name: String,
+    pub inline: Vec<NamedPolicy>,
+    pub attached: Vec<String>,
+    pub location: Location,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Role {
+    pub arn: String,
+    pub account: String,
+    pub name: String,
+    pub id: Option<String>,
+    /// The trust policy (`AssumeRolePolicyDocument`).
+    pub trust: Option<Policy>,
+    pub inline: Vec<NamedPolicy>,
+    pub attached: Vec<String>,
+    pub boundary: Option<String>,
+    pub tags: Vec<(String, String)>,
+    pub location: Location,
+}
+
+/// A managed policy (its default version).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ManagedPolicy {
+    pub arn: String,
+    pub name: String,
+    pub policy: Policy,
+    pub location: Location,
+}
+
+/// A resource-based policy attached to exactly one resource ARN.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ResourcePolicy {
+    pub resource_arn: String,
+    pub revision_id: Option<String>,
+    pub policy: Policy,
+    pub location: Location,
+}
+
+/// A service control policy and the accounts it is attached to.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServiceControlPolicy {
+    pub name: String,
+    pub policy: Policy,
+    pub targets: Vec<String>,
+    pub location: Location,
+}
+
+/// Everything a store directory holds, validated.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Store {
+    pub accounts: BTreeSet<String>,
+    pub users: Vec<User>,
+    pub groups: Vec<Group>,
+    pub roles: Vec<Role>,
+    pub managed: Vec<ManagedPolicy>,
+    pub resource_policies: Vec<ResourcePolicy>,
+    pub scps: Vec<ServiceControlPolicy>,
+    /// The files read, relative to the store directory.
+    pub files: Vec<String>,
+}
+
+impl Store {
+    /// Total statements, for metrics and limits.
+    pub fn statement_count(&self) -> usize {
+        let inline = |p: &[NamedPolicy]| p.iter().map(|n| n.policy.statements.len()).sum::<usize>();
+        self.users.iter().map(|u| inline(&u.inline)).sum::<usize>()
+            + self.groups.iter().map(|g| inline(&g.inline)).sum::<usize>()
+            + self
+                .roles
+                .iter()
+                .map(|r| inline(&r.inline) + r.trust.as_ref().map_or(0, |t| t.statements.len()))
+                .sum::<usize>()
+            + self.managed.iter().map(|m| m.policy.statements.len()).sum::<usize>()
+            + self
+                .resource_policies
+                .iter()
+                .map(|r| r.policy.statements.len())
+                .sum::<usize>()
+            + self.scps.iter().map(|s| s.policy.statements.len()).sum::<usize>()
+    }
+
+    /// Total policy documents.
+    pub fn policy_count(&self) -> usize {
+        self.users.iter().map(|u| u.inline.len()).sum::<usize>()
+            + self.groups.iter().map(|g| g.inline.len()).sum::<usize>()
+            + self
+                .roles
+                .iter()
+                .map(|r| r.inline.len() + usize::from(r.trust.is_some()))
+                .sum::<usize>()
+            + self.managed.len()
+            + self.resource_policies.len()
+            + self.scps.len()
+    }
+}
+
+/// Why a store could not be read at all (as opposed to findings in its files).
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("cannot read the store directory `{path}`: {source}")]
+    Dir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the store `{}` was rejected with {count} error(s); first: {first}", path.display())]
+    Rejected {
+        path: PathBuf,
+        count: usize,
+        first: String,
+        findings: Findings,
+    },
+}
+
+/// The result of loading: the store when it has no ERROR, and every finding.
+#[derive(Debug)]
+pub struct Loaded {
+    pub store: Store,
+    pub findings: Findings,
+}
+
+/// Loads and validates the store directory. Findings below ERROR come back
+/// with the store; any ERROR rejects it.
+pub fn load(dir: &Path) -> Result<Loaded, LoadError> {
+    let (store, findings) = load_with_findings(dir)?;
+    match store {
+        Some(store) if !findings.has_errors() => Ok(Loaded { store, findings }),
+        _ => {
+            let count = findings.errors().count();
+            let first = findings
+                .errors()
+                .next()
+                .map(ToString::to_string)
+                .unwrap_or_default();
+            Err(LoadError::Rejected {
+                path: dir.to_owned(),
+                count,
+                first,
+                findings,
+            })
+        }
+    }
+}
+
+/// Loads the store, returning every finding even when it is rejected
+/// (`iamd validate` lists them all).
+pub fn load_with_findings(dir: &Path) -> Result<(Option<Store>, Findings), LoadError> {
+    let paths = list_files(dir)?;
+    let mut findings = Findings::new();
+    let mut builder = files::Builder::default();
+    for path in &paths {
+        let rel = path
+            .strip_prefix(dir)
+            .unwrap_or(path)
+            .to_string_lossy()
+            .into_owned();
+        let file_loc = Location {
+            file: rel.clone(),
+            path: "$".into(),
+            line: 1,
+            column: 1,
+        };
+        let text = match read_file(path) {
+            Ok(t) => t,
+            Err(msg) => {
+                findings.push(FindingType::Error, "UNREADABLE_FILE", file_loc, msg);
+                continue;
+            }
+        };
+        builder.add_file(&rel, &text, &mut findings);
+    }
+    let store = builder.finish(&mut findings);
+    Ok(((!findings.has_errors()).then_some(store), findings))
+}
+
+fn read_file(path: &Path) -> Result<String, String> {
+    let meta = fs::metadata(path).map_err(|e| format!("cannot read the file: {e}"))?;
+    if meta.len() > MAX_FILE_BYTES {
+        return Err(format!(
+            "the file has {} bytes; store files are limited to {MAX_FILE_BYTES}",
+            meta.len()
+        ));
+    }
+    let bytes = fs::read(path).map_err(|e| format!("cannot read the file: {e}"))?;
+    String::from_utf8(bytes).map_err(|e| format!("the file is not UTF-8: {e}"))
+}
+
+/// Every `*.json` file below `dir`, sorted, each real file once.
+fn list_files(dir: &Path) -> Result<Vec<PathBuf>, LoadError> {
+    let mut out = BTreeMap::new();
+    let mut seen_dirs = HashSet::new();
+    walk(dir, &mut out, &mut seen_dirs)?;
+    Ok(out.into_values().collect())
+}
+
+fn walk(
+    dir: &Path,
+    out: &mut BTreeMap<PathBuf, PathBuf>,
+    seen_dirs: &mut HashSet<PathBuf>,
+) -> Result<(), LoadError> {
+    let canonical = fs::canonicalize(dir).map_err(|source| LoadError::Dir {
+        path: dir.to_owned(),
+        source,
+    })?;
+    if !seen_dirs.insert(canonical) {
+        return Ok(()); // a symlink loop or a second link to the same folder
+    }
+    let entries = fs::read_dir(dir).map_err(|source| LoadError::Dir {
+        path: dir.to_owned(),
+        source,
+    })?;
+    let mut entries: Vec<_> = entries.filter_map(Result::ok).collect();
+    entries.sort_by_key(|e| e.file_name());
+    for entry in entries {
+        let name = entry.file_name();
+        if name.to_string_lossy().starts_with('.') {
+            continue;
+        }
+        let path = entry.path();
+        // Follow symlinks: ConfigMap mounts are links into `..data`.
+        let Ok(meta) = fs::metadata(&path) else {
+            continue; // dangling link, e.g. mid-swap
+        };
+        if meta.is_dir() {
+            walk(&path, out, seen_dirs)?;
+        } else if meta.is_file() && path.extension().is_some_and(|e| e == "json") {
+            let real = fs::canonicalize(&path).unwrap_or_else(|_| path.clone());
+            // The first visible path to a real file wins; never load it twice.
+            out.entry(real).or_insert(path);
+        }
+    }
+    Ok(())
+}
+
+/// The size limit the IAM quotas put on all inline policies of one entity together.
+pub fn inline_aggregate_limit(kind: &str) -> usize {
+    match kind {
+        "user" => 2_048,
+        "group" => 5_120,
+        _ => 10_240,
+    }
+}
