@@ -123,14 +123,24 @@ mod tests {
         let invoke = lambda_action("LAMBDA:invokefunction").unwrap();
         assert_eq!(invoke.name, "lambda:InvokeFunction");
         assert!(invoke.resource_level);
-        assert!(!lambda_action("lambda:ListFunctions").unwrap().resource_level);
+        assert!(
+            !lambda_action("lambda:ListFunctions")
+                .unwrap()
+                .resource_level
+        );
     }
 
     #[test]
     fn key_types() {
         assert_eq!(condition_key_type("AWS:SourceIP"), Some(KeyType::IpAddress));
-        assert_eq!(condition_key_type("aws:PrincipalTag/team"), Some(KeyType::String));
-        assert_eq!(condition_key_type("aws:TagKeys"), Some(KeyType::ArrayOfString));
+        assert_eq!(
+            condition_key_type("aws:PrincipalTag/team"),
+            Some(KeyType::String)
+        );
+        assert_eq!(
+            condition_key_type("aws:TagKeys"),
+            Some(KeyType::ArrayOfString)
+        );
         assert_eq!(condition_key_type("lambda:FunctionArn"), Some(KeyType::Arn));
         assert_eq!(condition_key_type("aws:PrincipalTag/"), None);
         assert_eq!(condition_key_type("s3:prefix"), None);

@@ -429,7 +429,19 @@ mod tests {
 
     #[test]
     fn rejects_non_json_with_position() {
-        for bad in ["", "{", "{\"a\":1,}", "[1,]", "// c\n{}", "'a'", "01", "1.", "\"\\x\"", "{} x", "nul"] {
+        for bad in [
+            "",
+            "{",
+            "{\"a\":1,}",
+            "[1,]",
+            "// c\n{}",
+            "'a'",
+            "01",
+            "1.",
+            "\"\\x\"",
+            "{} x",
+            "nul",
+        ] {
             assert!(parse(bad).is_err(), "accepted {bad:?}");
         }
         let e = parse("{\n \"a\": tru }").unwrap_err();

@@ -6,8 +6,8 @@
 //! adapters (CLI, gRPC, Envoy) live around it.
 
 pub mod catalog;
+pub mod engine;
 pub mod finding;
 pub mod json;
 pub mod policy;
 pub mod store;
-pub mod engine;

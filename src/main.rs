@@ -8,7 +8,11 @@ use iamd::engine::{self, ContextEntry, Request, Snapshot};
 use iamd::store;
 
 #[derive(Parser)]
-#[command(name = "iamd", version, about = "AWS IAM authorization for Lambda-style resources")]
+#[command(
+    name = "iamd",
+    version,
+    about = "AWS IAM authorization for Lambda-style resources"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -214,18 +218,28 @@ fn print_explanation(x: &engine::Explanation) {
             s.effect,
             s.policy_type,
             s.statement_index,
-            s.sid.as_deref().map(|sid| format!(" ({sid})")).unwrap_or_default(),
+            s.sid
+                .as_deref()
+                .map(|sid| format!(" ({sid})"))
+                .unwrap_or_default(),
             s.source_policy_id,
             s.location
         );
     }
     if !x.missing_context_values.is_empty() {
-        println!("  missing context keys: {}", x.missing_context_values.join(", "));
+        println!(
+            "  missing context keys: {}",
+            x.missing_context_values.join(", ")
+        );
     }
     for n in &x.near_misses {
         println!(
             "  near miss: {} {} statement {} in {}: {}",
-            n.statement.effect, n.statement.policy_type, n.statement.statement_index, n.statement.source_policy_id, n.reason
+            n.statement.effect,
+            n.statement.policy_type,
+            n.statement.statement_index,
+            n.statement.source_policy_id,
+            n.reason
         );
     }
 }

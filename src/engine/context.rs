@@ -23,7 +23,10 @@ pub(crate) struct InlineStr {
 
 impl InlineStr {
     fn new() -> Self {
-        InlineStr { buf: [0; 256], len: 0 }
+        InlineStr {
+            buf: [0; 256],
+            len: 0,
+        }
     }
 
     pub(crate) fn as_str(&self) -> &str {
@@ -91,7 +94,12 @@ impl<'r> EvalContext<'r> {
         if eq("aws:CurrentTime") {
             return Some(
                 self.current_time
-                    .get_or_init(|| inline(format_args!("{}", self.req.now.strftime("%Y-%m-%dT%H:%M:%SZ"))))
+                    .get_or_init(|| {
+                        inline(format_args!(
+                            "{}",
+                            self.req.now.strftime("%Y-%m-%dT%H:%M:%SZ")
+                        ))
+                    })
                     .as_str(),
             );
         }
@@ -123,7 +131,9 @@ impl<'r> EvalContext<'r> {
                         .get_or_init(|| inline(format_args!("arn:aws:iam::{account}:root")))
                         .as_str(),
                 ),
-                Principal::User { arn, .. } | Principal::Role { arn, .. } | Principal::FederatedUser { arn, .. } => Some(arn),
+                Principal::User { arn, .. }
+                | Principal::Role { arn, .. }
+                | Principal::FederatedUser { arn, .. } => Some(arn),
                 // For a session, the role's ARN (with its path when the store knows the role).
                 Principal::AssumedRole { account, role, .. } => Some(match self.caller.entity {
                     Some(e) => &e.arn,
@@ -149,16 +159,26 @@ impl<'r> EvalContext<'r> {
                 Principal::Role { .. } => id,
                 Principal::AssumedRole { session, .. } => {
                     let id = id?;
-                    Some(self.userid.get_or_init(|| inline(format_args!("{id}:{session}"))).as_str())
+                    Some(
+                        self.userid
+                            .get_or_init(|| inline(format_args!("{id}:{session}")))
+                            .as_str(),
+                    )
                 }
-                Principal::FederatedUser { account, name, .. } => {
-                    Some(self.userid.get_or_init(|| inline(format_args!("{account}:{name}"))).as_str())
-                }
+                Principal::FederatedUser { account, name, .. } => Some(
+                    self.userid
+                        .get_or_init(|| inline(format_args!("{account}:{name}")))
+                        .as_str(),
+                ),
                 Principal::Service { .. } => None,
             };
         }
         const TAG: &str = "aws:PrincipalTag/";
-        if key.len() > TAG.len() && key.get(..TAG.len()).is_some_and(|k| k.eq_ignore_ascii_case(TAG)) {
+        if key.len() > TAG.len()
+            && key
+                .get(..TAG.len())
+                .is_some_and(|k| k.eq_ignore_ascii_case(TAG))
+        {
             let tag = key.get(TAG.len()..)?;
             let entity = self.caller.entity?;
             return entity

@@ -110,8 +110,16 @@ impl Decision {
         );
         match self.kind {
             DecisionKind::Allow => String::new(),
-            DecisionKind::ExplicitDeny => format!("{head} with an explicit deny in {} {}", source.article(), source.phrase()),
-            DecisionKind::ImplicitDeny => format!("{head} because no {} allows the {} action", source.phrase(), request.action),
+            DecisionKind::ExplicitDeny => format!(
+                "{head} with an explicit deny in {} {}",
+                source.article(),
+                source.phrase()
+            ),
+            DecisionKind::ImplicitDeny => format!(
+                "{head} because no {} allows the {} action",
+                source.phrase(),
+                request.action
+            ),
         }
     }
 }
@@ -146,7 +154,11 @@ pub(crate) struct Verdicts {
 /// one account a resource policy that names the caller is enough on its own,
 /// one that names a role is bounded by the boundary, one that names only the
 /// account needs an identity allow; across accounts both sides must allow.
-pub(crate) fn combine(caller: &Principal<'_>, resource_account: Option<&str>, v: &Verdicts) -> Decision {
+pub(crate) fn combine(
+    caller: &Principal<'_>,
+    resource_account: Option<&str>,
+    v: &Verdicts,
+) -> Decision {
     let resource_source = if v.resource_is_trust {
         DenySource::RoleTrustPolicy
     } else {
@@ -231,10 +243,17 @@ fn fold(verdict: &mut SlotVerdict, effect: Effect, named: PrincipalMatch) {
 }
 
 /// Indexed evaluation of one slot; stops at the first deny.
-fn eval_indexed(snap: &Snapshot, index: &StatementIndex, action: Option<ActionId>, cx: &EvalContext<'_>) -> SlotVerdict {
+fn eval_indexed(
+    snap: &Snapshot,
+    index: &StatementIndex,
+    action: Option<ActionId>,
+    cx: &EvalContext<'_>,
+) -> SlotVerdict {
     let mut v = SlotVerdict::default();
     for (known, id) in index.candidates(action) {
-        let Some(stmt) = snap.statement(id) else { continue };
+        let Some(stmt) = snap.statement(id) else {
+            continue;
+        };
         if stmt.effect == Effect::Allow && v.allow == Some(PrincipalMatch::Direct) {
             continue; // cannot improve on it; only a deny matters now
         }
@@ -251,8 +270,12 @@ fn eval_indexed(snap: &Snapshot, index: &StatementIndex, action: Option<ActionId
 /// Resolves the caller to its user or role in the store.
 pub(crate) fn caller<'s>(snap: &'s Snapshot, request: &Request<'s>) -> Caller<'s> {
     let entity = match request.principal {
-        Principal::User { arn, account, name } => snap.user(account, name).filter(|e| &*e.arn == arn),
-        Principal::Role { arn, account, name } => snap.role(account, name).filter(|e| &*e.arn == arn),
+        Principal::User { arn, account, name } => {
+            snap.user(account, name).filter(|e| &*e.arn == arn)
+        }
+        Principal::Role { arn, account, name } => {
+            snap.role(account, name).filter(|e| &*e.arn == arn)
+        }
         Principal::AssumedRole { account, role, .. } => snap.role(account, role),
         _ => None,
     };
@@ -269,16 +292,16 @@ pub fn decide(snap: &Snapshot, request: &Request<'_>) -> Decision {
     let action = snap.action_id(request.action_lower());
     let mut v = Verdicts::default();
 
-    let scp_index = request
-        .principal
-        .account()
-        .and_then(|a| snap.scps_for(a));
+    let scp_index = request.principal.account().and_then(|a| snap.scps_for(a));
     let resource = snap.resource(request.resource);
     let slots = [
         (Slot::Scp, scp_index),
         (Slot::Resource, resource.map(|r| &r.index)),
         (Slot::Identity, caller.entity.map(|e| &e.permissions)),
-        (Slot::Boundary, caller.entity.and_then(|e| e.boundary.as_ref())),
+        (
+            Slot::Boundary,
+            caller.entity.and_then(|e| e.boundary.as_ref()),
+        ),
     ];
     v.resource_is_trust = resource.is_some_and(|r| r.requires_allow);
     for (slot, index) in slots {
@@ -342,9 +365,13 @@ pub fn explain(snap: &Snapshot, request: &Request<'_>) -> Explanation {
         let Some(index) = index else { continue };
         let mut verdict = SlotVerdict::default();
         for &pid in index.policies.iter() {
-            let Some(policy) = snap.policy(pid) else { continue };
+            let Some(policy) = snap.policy(pid) else {
+                continue;
+            };
             for id in policy.statements.clone() {
-                let Some(stmt) = snap.statement(id) else { continue };
+                let Some(stmt) = snap.statement(id) else {
+                    continue;
+                };
                 let outcome = test_statement(stmt, false, &cx);
                 rec.statement(slot, id as StmtId, stmt, &outcome);
                 if let Ok(named) = outcome {
@@ -365,4 +392,3 @@ pub(crate) fn policy_type_in(slot: Slot, own: PolicyType) -> PolicyType {
         _ => own,
     }
 }
-

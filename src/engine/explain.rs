@@ -127,14 +127,26 @@ impl<'a> Recorder<'a> {
                 Effect::Allow => "Allow",
                 Effect::Deny => "Deny",
             },
-            location: format!("{}:{}:{}", stmt.location.file, stmt.location.line, stmt.location.column),
+            location: format!(
+                "{}:{}:{}",
+                stmt.location.file, stmt.location.line, stmt.location.column
+            ),
         }
     }
 
-    pub fn statement(&mut self, slot: Slot, _id: StmtId, stmt: &CompiledStatement, outcome: &Result<PrincipalMatch, Miss>) {
+    pub fn statement(
+        &mut self,
+        slot: Slot,
+        _id: StmtId,
+        stmt: &CompiledStatement,
+        outcome: &Result<PrincipalMatch, Miss>,
+    ) {
         // A condition's keys are needed only once action, resource and principal matched.
         if matches!(outcome, Ok(_) | Err(Miss::Condition(_))) {
-            for key in stmt.condition.missing_keys(self.cx as &dyn ConditionContext) {
+            for key in stmt
+                .condition
+                .missing_keys(self.cx as &dyn ConditionContext)
+            {
                 if !self.missing.iter().any(|k| k.eq_ignore_ascii_case(key)) {
                     self.missing.push(key.to_owned());
                 }
@@ -163,10 +175,19 @@ impl<'a> Recorder<'a> {
         }
     }
 
-    pub fn finish(mut self, decision: Decision, v: &Verdicts, request: &Request<'_>) -> Explanation {
+    pub fn finish(
+        mut self,
+        decision: Decision,
+        v: &Verdicts,
+        request: &Request<'_>,
+    ) -> Explanation {
         let near_misses = if decision.kind == super::DecisionKind::ImplicitDeny {
             self.near.sort_by_key(|(rank, _)| *rank);
-            self.near.into_iter().take(NEAR_MISSES).map(|(_, n)| n).collect()
+            self.near
+                .into_iter()
+                .take(NEAR_MISSES)
+                .map(|(_, n)| n)
+                .collect()
         } else {
             Vec::new()
         };
@@ -192,24 +213,42 @@ impl<'a> Recorder<'a> {
 }
 
 /// The failed element's name, a closeness rank (lower is nearer) and a sentence.
-fn describe(stmt: &CompiledStatement, miss: Miss, cx: &EvalContext<'_>) -> (&'static str, u8, String) {
+fn describe(
+    stmt: &CompiledStatement,
+    miss: Miss,
+    cx: &EvalContext<'_>,
+) -> (&'static str, u8, String) {
     match miss {
-        Miss::Action => ("action", 4, format!("the action `{}` is not covered", cx.req.action)),
+        Miss::Action => (
+            "action",
+            4,
+            format!("the action `{}` is not covered", cx.req.action),
+        ),
         Miss::Resource => (
             "resource",
             2,
-            format!("the resource `{}` is not covered by the statement's Resource", cx.req.resource),
+            format!(
+                "the resource `{}` is not covered by the statement's Resource",
+                cx.req.resource
+            ),
         ),
         Miss::Principal => (
             "principal",
             1,
-            format!("the statement's Principal does not name `{}`", cx.req.principal_text),
+            format!(
+                "the statement's Principal does not name `{}`",
+                cx.req.principal_text
+            ),
         ),
         Miss::Condition(f) => {
             let clause = stmt.condition.clauses.get(f.clause);
-            let (op, key) = clause.map_or((String::new(), ""), |c| (c.operator.to_string(), c.key.as_ref()));
+            let (op, key) = clause.map_or((String::new(), ""), |c| {
+                (c.operator.to_string(), c.key.as_ref())
+            });
             let reason = if f.key_absent {
-                format!("the condition `{op}` needs the context key `{key}`, which the request lacks")
+                format!(
+                    "the condition `{op}` needs the context key `{key}`, which the request lacks"
+                )
             } else {
                 format!("the condition `{op}` on `{key}` is false for the request's value")
             };

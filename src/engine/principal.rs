@@ -14,10 +14,23 @@ use crate::policy::{PrincipalElement, PrincipalList, PrincipalMatch, PrincipalSp
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Entry {
     Account(Box<str>),
-    User { account: Box<str>, name: Box<str> },
-    Role { account: Box<str>, name: Box<str> },
-    Session { account: Box<str>, role: Box<str>, session: Box<str> },
-    FederatedUser { account: Box<str>, name: Box<str> },
+    User {
+        account: Box<str>,
+        name: Box<str>,
+    },
+    Role {
+        account: Box<str>,
+        name: Box<str>,
+    },
+    Session {
+        account: Box<str>,
+        role: Box<str>,
+        session: Box<str>,
+    },
+    FederatedUser {
+        account: Box<str>,
+        name: Box<str>,
+    },
     UniqueId(Box<str>),
     /// A service principal or federated identity provider name.
     Named(Box<str>),
@@ -55,19 +68,39 @@ impl PrincipalMatcher {
         self.entries.iter().find_map(|e| {
             let hit = match (e, facet) {
                 (Entry::Account(a), Facet::Account(b)) => a.as_ref() == *b,
-                (Entry::User { account, name }, Facet::User { account: a, name: n }) => {
-                    account.as_ref() == *a && name.as_ref() == *n
-                }
-                (Entry::Role { account, name }, Facet::Role { account: a, name: n }) => {
-                    account.as_ref() == *a && name.as_ref() == *n
-                }
                 (
-                    Entry::Session { account, role, session },
-                    Facet::Session { account: a, role: r, session: s },
+                    Entry::User { account, name },
+                    Facet::User {
+                        account: a,
+                        name: n,
+                    },
+                ) => account.as_ref() == *a && name.as_ref() == *n,
+                (
+                    Entry::Role { account, name },
+                    Facet::Role {
+                        account: a,
+                        name: n,
+                    },
+                ) => account.as_ref() == *a && name.as_ref() == *n,
+                (
+                    Entry::Session {
+                        account,
+                        role,
+                        session,
+                    },
+                    Facet::Session {
+                        account: a,
+                        role: r,
+                        session: s,
+                    },
                 ) => account.as_ref() == *a && role.as_ref() == *r && session.as_ref() == *s,
-                (Entry::FederatedUser { account, name }, Facet::FederatedUser { account: a, name: n }) => {
-                    account.as_ref() == *a && name.as_ref() == *n
-                }
+                (
+                    Entry::FederatedUser { account, name },
+                    Facet::FederatedUser {
+                        account: a,
+                        name: n,
+                    },
+                ) => account.as_ref() == *a && name.as_ref() == *n,
                 (Entry::UniqueId(id), Facet::UniqueId(u)) => id.as_ref() == *u,
                 (Entry::Named(n), Facet::Named(m)) => n.eq_ignore_ascii_case(m),
                 _ => false,
@@ -109,7 +142,9 @@ fn compile_list(list: &PrincipalList) -> Vec<Entry> {
     for text in &list.arns {
         let Ok(arn) = Arn::parse(text) else { continue };
         let account: Box<str> = arn.account.into();
-        let Some((kind, rest)) = arn.resource.split_once('/') else { continue };
+        let Some((kind, rest)) = arn.resource.split_once('/') else {
+            continue;
+        };
         let entry = match (arn.service, kind) {
             ("iam", "user") => Entry::User {
                 account,
@@ -142,10 +177,23 @@ fn compile_list(list: &PrincipalList) -> Vec<Entry> {
 #[derive(Debug, Clone, Copy)]
 enum Facet<'a> {
     Account(&'a str),
-    User { account: &'a str, name: &'a str },
-    Role { account: &'a str, name: &'a str },
-    Session { account: &'a str, role: &'a str, session: &'a str },
-    FederatedUser { account: &'a str, name: &'a str },
+    User {
+        account: &'a str,
+        name: &'a str,
+    },
+    Role {
+        account: &'a str,
+        name: &'a str,
+    },
+    Session {
+        account: &'a str,
+        role: &'a str,
+        session: &'a str,
+    },
+    FederatedUser {
+        account: &'a str,
+        name: &'a str,
+    },
     UniqueId(&'a str),
     Named(&'a str),
     /// Anonymous callers: only `*` names them.
@@ -180,23 +228,42 @@ struct Level<'a> {
 impl<'a> Caller<'a> {
     /// Every identity the caller has, from the account down to the session.
     fn levels(&self) -> [Option<Level<'a>>; 3] {
-        let id = self.entity.and_then(|e| e.id.as_deref()).map(Facet::UniqueId);
+        let id = self
+            .entity
+            .and_then(|e| e.id.as_deref())
+            .map(Facet::UniqueId);
         let level = |facet| Some(Level { facet, alt: None });
         let with_id = |facet| Some(Level { facet, alt: id });
         match self.principal {
             Principal::Anonymous => [level(Facet::Anonymous), None, None],
             Principal::Service { name } => [level(Facet::Named(name)), None, None],
             Principal::Root { account } => [level(Facet::Account(account)), None, None],
-            Principal::User { account, name, .. } => {
-                [level(Facet::Account(account)), with_id(Facet::User { account, name }), None]
-            }
-            Principal::Role { account, name, .. } => {
-                [level(Facet::Account(account)), with_id(Facet::Role { account, name }), None]
-            }
-            Principal::AssumedRole { account, role, session, .. } => [
+            Principal::User { account, name, .. } => [
                 level(Facet::Account(account)),
-                with_id(Facet::Role { account, name: role }),
-                level(Facet::Session { account, role, session }),
+                with_id(Facet::User { account, name }),
+                None,
+            ],
+            Principal::Role { account, name, .. } => [
+                level(Facet::Account(account)),
+                with_id(Facet::Role { account, name }),
+                None,
+            ],
+            Principal::AssumedRole {
+                account,
+                role,
+                session,
+                ..
+            } => [
+                level(Facet::Account(account)),
+                with_id(Facet::Role {
+                    account,
+                    name: role,
+                }),
+                level(Facet::Session {
+                    account,
+                    role,
+                    session,
+                }),
             ],
             Principal::FederatedUser { account, name, .. } => [
                 level(Facet::Account(account)),

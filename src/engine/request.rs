@@ -28,7 +28,10 @@ pub struct ContextEntry {
 }
 
 impl ContextEntry {
-    pub fn new(key: impl Into<String>, values: impl IntoIterator<Item = impl Into<String>>) -> Self {
+    pub fn new(
+        key: impl Into<String>,
+        values: impl IntoIterator<Item = impl Into<String>>,
+    ) -> Self {
         ContextEntry {
             key: key.into(),
             values: values.into_iter().map(Into::into).collect(),
@@ -44,13 +47,30 @@ pub enum Principal<'a> {
     /// The account root user: `arn:aws:iam::A:root` or a bare account id.
     Root { account: &'a str },
     /// `arn:aws:iam::A:user/path/name`.
-    User { arn: &'a str, account: &'a str, name: &'a str },
+    User {
+        arn: &'a str,
+        account: &'a str,
+        name: &'a str,
+    },
     /// `arn:aws:iam::A:role/path/name`, evaluated as a session of that role.
-    Role { arn: &'a str, account: &'a str, name: &'a str },
+    Role {
+        arn: &'a str,
+        account: &'a str,
+        name: &'a str,
+    },
     /// `arn:aws:sts::A:assumed-role/ROLE/SESSION`.
-    AssumedRole { arn: &'a str, account: &'a str, role: &'a str, session: &'a str },
+    AssumedRole {
+        arn: &'a str,
+        account: &'a str,
+        role: &'a str,
+        session: &'a str,
+    },
     /// `arn:aws:sts::A:federated-user/NAME`.
-    FederatedUser { arn: &'a str, account: &'a str, name: &'a str },
+    FederatedUser {
+        arn: &'a str,
+        account: &'a str,
+        name: &'a str,
+    },
     /// A service principal (`s3.amazonaws.com`) or a web identity provider
     /// (`cognito-identity.amazonaws.com`): only resource-based policies apply.
     Service { name: &'a str },
@@ -114,8 +134,7 @@ impl<'a> Principal<'a> {
             };
         }
         let dns_like = s.contains('.')
-            && s
-                .bytes()
+            && s.bytes()
                 .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'-')
             && !s.starts_with('.')
             && !s.ends_with('.');
@@ -209,9 +228,15 @@ fn parse_action(action: &str) -> Result<ActionBuf, RequestError> {
     let Some((service, name)) = action.split_once(':') else {
         return Err(bad("is not `service:Action`"));
     };
-    let ok = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    let ok = |s: &str| {
+        !s.is_empty()
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    };
     if !ok(service) || !ok(name) {
-        return Err(bad("is not `service:Action` (letters, digits, `-` and `_`, no wildcards)"));
+        return Err(bad(
+            "is not `service:Action` (letters, digits, `-` and `_`, no wildcards)",
+        ));
     }
     let mut buf = [0u8; MAX_ACTION_LEN];
     for (dst, src) in buf.iter_mut().zip(action.bytes()) {
@@ -235,8 +260,12 @@ fn check_context(context: &[ContextEntry]) -> Result<(), RequestError> {
             let valid = match ty {
                 Some(crate::catalog::KeyType::IpAddress) => IpAddr::from_str(v.trim()).is_ok(),
                 Some(crate::catalog::KeyType::Date) => parse_date(v).is_some(),
-                Some(crate::catalog::KeyType::Bool) => v.eq_ignore_ascii_case("true") || v.eq_ignore_ascii_case("false"),
-                Some(crate::catalog::KeyType::Numeric) => v.trim().parse::<f64>().is_ok_and(f64::is_finite),
+                Some(crate::catalog::KeyType::Bool) => {
+                    v.eq_ignore_ascii_case("true") || v.eq_ignore_ascii_case("false")
+                }
+                Some(crate::catalog::KeyType::Numeric) => {
+                    v.trim().parse::<f64>().is_ok_and(f64::is_finite)
+                }
                 _ => true,
             };
             if !valid {
@@ -264,7 +293,9 @@ impl<'a> Request<'a> {
             return Err(RequestError::Resource("the resource is empty".into()));
         }
         if resource.len() > MAX_ARN_LEN {
-            return Err(RequestError::Resource(format!("the resource is longer than {MAX_ARN_LEN} characters")));
+            return Err(RequestError::Resource(format!(
+                "the resource is longer than {MAX_ARN_LEN} characters"
+            )));
         }
         let resource_arn = if resource == "*" {
             None
@@ -292,7 +323,9 @@ impl<'a> Request<'a> {
     /// The account that owns the resource; `None` for `*` or an ARN without
     /// one (such as an S3 bucket), which is read as the caller's own account.
     pub fn resource_account(&self) -> Option<&'a str> {
-        self.resource_arn.map(|a| a.account).filter(|a| !a.is_empty())
+        self.resource_arn
+            .map(|a| a.account)
+            .filter(|a| !a.is_empty())
     }
 }
 
@@ -305,11 +338,15 @@ mod tests {
         assert_eq!(Principal::parse("*").unwrap(), Principal::Anonymous);
         assert_eq!(
             Principal::parse("111122223333").unwrap(),
-            Principal::Root { account: "111122223333" }
+            Principal::Root {
+                account: "111122223333"
+            }
         );
         assert_eq!(
             Principal::parse("arn:aws:iam::111122223333:root").unwrap(),
-            Principal::Root { account: "111122223333" }
+            Principal::Root {
+                account: "111122223333"
+            }
         );
         assert!(matches!(
             Principal::parse("arn:aws:iam::111122223333:user/dev/alice").unwrap(),
@@ -321,7 +358,11 @@ mod tests {
         ));
         assert!(matches!(
             Principal::parse("arn:aws:sts::111122223333:assumed-role/app/s1").unwrap(),
-            Principal::AssumedRole { role: "app", session: "s1", .. }
+            Principal::AssumedRole {
+                role: "app",
+                session: "s1",
+                ..
+            }
         ));
         assert!(matches!(
             Principal::parse("arn:aws:sts::111122223333:federated-user/bob").unwrap(),
@@ -329,7 +370,9 @@ mod tests {
         ));
         assert_eq!(
             Principal::parse("s3.amazonaws.com").unwrap(),
-            Principal::Service { name: "s3.amazonaws.com" }
+            Principal::Service {
+                name: "s3.amazonaws.com"
+            }
         );
         for bad in [
             "",
@@ -352,19 +395,49 @@ mod tests {
         let req = Request::new(p, "Lambda:InvokeFunction", r, &[], now).unwrap();
         assert_eq!(req.action_lower(), "lambda:invokefunction");
         assert_eq!(req.resource_account(), Some("111122223333"));
-        assert!(matches!(Request::new("", "a:b", r, &[], now), Err(RequestError::Principal(_))));
-        assert!(matches!(Request::new(p, "", r, &[], now), Err(RequestError::Action(_))));
-        assert!(matches!(Request::new(p, "lambda:*", r, &[], now), Err(RequestError::Action(_))));
-        assert!(matches!(Request::new(p, "invoke", r, &[], now), Err(RequestError::Action(_))));
-        assert!(matches!(Request::new(p, "a:b", "", &[], now), Err(RequestError::Resource(_))));
-        assert!(matches!(Request::new(p, "a:b", "function:f", &[], now), Err(RequestError::Resource(_))));
+        assert!(matches!(
+            Request::new("", "a:b", r, &[], now),
+            Err(RequestError::Principal(_))
+        ));
+        assert!(matches!(
+            Request::new(p, "", r, &[], now),
+            Err(RequestError::Action(_))
+        ));
+        assert!(matches!(
+            Request::new(p, "lambda:*", r, &[], now),
+            Err(RequestError::Action(_))
+        ));
+        assert!(matches!(
+            Request::new(p, "invoke", r, &[], now),
+            Err(RequestError::Action(_))
+        ));
+        assert!(matches!(
+            Request::new(p, "a:b", "", &[], now),
+            Err(RequestError::Resource(_))
+        ));
+        assert!(matches!(
+            Request::new(p, "a:b", "function:f", &[], now),
+            Err(RequestError::Resource(_))
+        ));
         let long = "a:".to_string() + &"b".repeat(200);
-        assert!(matches!(Request::new(p, &long, r, &[], now), Err(RequestError::Action(_))));
+        assert!(matches!(
+            Request::new(p, &long, r, &[], now),
+            Err(RequestError::Action(_))
+        ));
         let ctx = [ContextEntry::new("aws:SourceIp", ["not-an-ip"])];
-        assert!(matches!(Request::new(p, "a:b", r, &ctx, now), Err(RequestError::Context(_))));
+        assert!(matches!(
+            Request::new(p, "a:b", r, &ctx, now),
+            Err(RequestError::Context(_))
+        ));
         let ctx = [ContextEntry::new("aws:CurrentTime", ["noon"])];
-        assert!(matches!(Request::new(p, "a:b", r, &ctx, now), Err(RequestError::Context(_))));
-        let ok = [ContextEntry::new("aws:SourceIp", ["10.0.0.1"]), ContextEntry::new("custom:x", ["anything"])];
+        assert!(matches!(
+            Request::new(p, "a:b", r, &ctx, now),
+            Err(RequestError::Context(_))
+        ));
+        let ok = [
+            ContextEntry::new("aws:SourceIp", ["10.0.0.1"]),
+            ContextEntry::new("custom:x", ["anything"]),
+        ];
         assert!(Request::new(p, "a:b", "*", &ok, now).is_ok());
     }
 }

@@ -94,7 +94,10 @@ pub struct StatementIndex {
 
 impl StatementIndex {
     /// Statements that may match `action`: `(known to match the action, id)`.
-    pub fn candidates(&self, action: Option<ActionId>) -> impl Iterator<Item = (bool, StmtId)> + '_ {
+    pub fn candidates(
+        &self,
+        action: Option<ActionId>,
+    ) -> impl Iterator<Item = (bool, StmtId)> + '_ {
         let exact = action
             .and_then(|a| self.by_action.get(&a))
             .map(|b| b.as_ref())
@@ -176,7 +179,13 @@ impl Builder {
         id
     }
 
-    fn add_policy(&mut self, name: String, policy_type: PolicyType, policy: &Policy, location: Option<Location>) -> PolicyId {
+    fn add_policy(
+        &mut self,
+        name: String,
+        policy_type: PolicyType,
+        policy: &Policy,
+        location: Option<Location>,
+    ) -> PolicyId {
         let pid = u32::try_from(self.snap.policies.len()).unwrap_or(u32::MAX);
         let start = u32::try_from(self.snap.statements.len()).unwrap_or(u32::MAX);
         for (i, s) in policy.statements.iter().enumerate() {
@@ -246,7 +255,13 @@ impl Builder {
         }
     }
 
-    fn inline(&mut self, owner_arn: &str, policy_type: PolicyType, list: &[NamedPolicy], location: &Location) -> Vec<PolicyId> {
+    fn inline(
+        &mut self,
+        owner_arn: &str,
+        policy_type: PolicyType,
+        list: &[NamedPolicy],
+        location: &Location,
+    ) -> Vec<PolicyId> {
         list.iter()
             .map(|n| {
                 self.add_policy(
@@ -275,18 +290,31 @@ impl Snapshot {
 
         let mut managed: FxHashMap<&str, PolicyId> = FxHashMap::default();
         for m in &store.managed {
-            let id = b.add_policy(m.arn.clone(), PolicyType::Managed, &m.policy, Some(m.location.clone()));
+            let id = b.add_policy(
+                m.arn.clone(),
+                PolicyType::Managed,
+                &m.policy,
+                Some(m.location.clone()),
+            );
             managed.insert(&m.arn, id);
         }
         let attached = |arns: &[String]| -> Vec<PolicyId> {
-            arns.iter().filter_map(|a| managed.get(a.as_str()).copied()).collect()
+            arns.iter()
+                .filter_map(|a| managed.get(a.as_str()).copied())
+                .collect()
         };
         // A boundary is a managed policy evaluated in its own slot.
         let mut boundaries: FxHashMap<PolicyId, StatementIndex> = FxHashMap::default();
-        let mut boundary_index = |b: &mut Builder, arn: &Option<String>| -> Option<StatementIndex> {
-            let pid = managed.get(arn.as_deref()?).copied()?;
-            Some(boundaries.entry(pid).or_insert_with(|| b.index(vec![pid])).clone())
-        };
+        let mut boundary_index =
+            |b: &mut Builder, arn: &Option<String>| -> Option<StatementIndex> {
+                let pid = managed.get(arn.as_deref()?).copied()?;
+                Some(
+                    boundaries
+                        .entry(pid)
+                        .or_insert_with(|| b.index(vec![pid]))
+                        .clone(),
+                )
+            };
 
         let mut group_policies: FxHashMap<(&str, &str), Vec<PolicyId>> = FxHashMap::default();
         for g in &store.groups {
@@ -345,21 +373,36 @@ impl Snapshot {
                 .or_default()
                 .insert(r.name.as_str().into(), eid);
             if let Some(trust) = &r.trust {
-                let pid = b.add_policy(r.arn.clone(), PolicyType::RoleTrust, trust, Some(r.location.clone()));
+                let pid = b.add_policy(
+                    r.arn.clone(),
+                    PolicyType::RoleTrust,
+                    trust,
+                    Some(r.location.clone()),
+                );
                 let index = b.index(vec![pid]);
                 b.add_resource(&r.arn, index, true);
             }
         }
 
         for rp in &store.resource_policies {
-            let pid = b.add_policy(rp.resource_arn.clone(), PolicyType::Resource, &rp.policy, Some(rp.location.clone()));
+            let pid = b.add_policy(
+                rp.resource_arn.clone(),
+                PolicyType::Resource,
+                &rp.policy,
+                Some(rp.location.clone()),
+            );
             let index = b.index(vec![pid]);
             b.add_resource(&rp.resource_arn, index, false);
         }
 
         let mut scp_targets: FxHashMap<&str, Vec<PolicyId>> = FxHashMap::default();
         for scp in &store.scps {
-            let pid = b.add_policy(scp.name.clone(), PolicyType::Scp, &scp.policy, Some(scp.location.clone()));
+            let pid = b.add_policy(
+                scp.name.clone(),
+                PolicyType::Scp,
+                &scp.policy,
+                Some(scp.location.clone()),
+            );
             for t in &scp.targets {
                 scp_targets.entry(t).or_default().push(pid);
             }

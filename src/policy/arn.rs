@@ -102,7 +102,10 @@ mod tests {
         assert_eq!(a.service, "lambda");
         assert_eq!(a.account, "111122223333");
         assert_eq!(a.resource, "function:f:prod");
-        assert_eq!(a.to_string(), "arn:aws:lambda:us-east-1:111122223333:function:f:prod");
+        assert_eq!(
+            a.to_string(),
+            "arn:aws:lambda:us-east-1:111122223333:function:f:prod"
+        );
     }
 
     #[test]
@@ -113,14 +116,26 @@ mod tests {
 
     #[test]
     fn rejects_malformed() {
-        assert!(matches!(Arn::parse("aws:lambda"), Err(ArnError::NoPrefix(_))));
+        assert!(matches!(
+            Arn::parse("aws:lambda"),
+            Err(ArnError::NoPrefix(_))
+        ));
         assert!(matches!(
             Arn::parse("arn:aws:lambda:us-east-1:1"),
             Err(ArnError::TooFewComponents(_))
         ));
-        assert!(matches!(Arn::parse("arn::s3:::b"), Err(ArnError::EmptyPartition(_))));
-        assert!(matches!(Arn::parse("arn:aws::::b"), Err(ArnError::EmptyService(_))));
-        assert!(matches!(Arn::parse("arn:aws:s3:::"), Err(ArnError::EmptyResource(_))));
+        assert!(matches!(
+            Arn::parse("arn::s3:::b"),
+            Err(ArnError::EmptyPartition(_))
+        ));
+        assert!(matches!(
+            Arn::parse("arn:aws::::b"),
+            Err(ArnError::EmptyService(_))
+        ));
+        assert!(matches!(
+            Arn::parse("arn:aws:s3:::"),
+            Err(ArnError::EmptyResource(_))
+        ));
     }
 
     #[test]

@@ -266,7 +266,8 @@ impl Operator {
 /// A parsed date: ISO 8601 (W3C profile) or epoch seconds.
 pub fn parse_date(s: &str) -> Option<Timestamp> {
     let s = s.trim();
-    if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit() || b == b'-') && !s[1..].contains('-') {
+    if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit() || b == b'-') && !s[1..].contains('-')
+    {
         let secs: i64 = s.parse().ok()?;
         return Timestamp::from_second(secs).ok();
     }
@@ -274,10 +275,16 @@ pub fn parse_date(s: &str) -> Option<Timestamp> {
         return Some(ts);
     }
     if let Ok(dt) = jiff::civil::DateTime::from_str(s) {
-        return dt.to_zoned(jiff::tz::TimeZone::UTC).ok().map(|z| z.timestamp());
+        return dt
+            .to_zoned(jiff::tz::TimeZone::UTC)
+            .ok()
+            .map(|z| z.timestamp());
     }
     if let Ok(d) = jiff::civil::Date::from_str(s) {
-        return d.to_zoned(jiff::tz::TimeZone::UTC).ok().map(|z| z.timestamp());
+        return d
+            .to_zoned(jiff::tz::TimeZone::UTC)
+            .ok()
+            .map(|z| z.timestamp());
     }
     None
 }
@@ -354,7 +361,10 @@ impl Clause {
         };
         use BaseOperator as B;
         let values = match op {
-            B::StringEquals | B::StringNotEquals | B::StringEqualsIgnoreCase | B::StringNotEqualsIgnoreCase => {
+            B::StringEquals
+            | B::StringNotEquals
+            | B::StringEqualsIgnoreCase
+            | B::StringNotEqualsIgnoreCase => {
                 let syntax = Syntax {
                     wildcards: false,
                     variables,
@@ -495,7 +505,7 @@ impl Clause {
                 })
             }
             ClauseValues::Bools(bools) => match parse_bool(v) {
-                Some(x) => bools.iter().any(|&b| b == x),
+                Some(x) => bools.contains(&x),
                 None => false,
             },
             ClauseValues::Binary(blobs) => {
@@ -576,7 +586,10 @@ impl Condition {
     }
 
     /// Keys the clauses read that the request lacks (for explanations).
-    pub fn missing_keys<'c>(&'c self, ctx: &'c dyn ConditionContext) -> impl Iterator<Item = &'c str> + 'c {
+    pub fn missing_keys<'c>(
+        &'c self,
+        ctx: &'c dyn ConditionContext,
+    ) -> impl Iterator<Item = &'c str> + 'c {
         self.clauses
             .iter()
             .filter(|c| c.operator.base != BaseOperator::Null)
@@ -644,12 +657,32 @@ mod tests {
         let c = ctx(&[("aws:username", &["alice"])]);
         assert!(eval("StringEquals", "AWS:UserName", &["bob", "alice"], &c));
         assert!(!eval("StringEquals", "aws:username", &["Alice"], &c));
-        assert!(eval("StringEqualsIgnoreCase", "aws:username", &["ALICE"], &c));
-        assert!(!eval("StringNotEquals", "aws:username", &["bob", "alice"], &c));
-        assert!(eval("StringNotEquals", "aws:username", &["bob", "carol"], &c));
+        assert!(eval(
+            "StringEqualsIgnoreCase",
+            "aws:username",
+            &["ALICE"],
+            &c
+        ));
+        assert!(!eval(
+            "StringNotEquals",
+            "aws:username",
+            &["bob", "alice"],
+            &c
+        ));
+        assert!(eval(
+            "StringNotEquals",
+            "aws:username",
+            &["bob", "carol"],
+            &c
+        ));
         assert!(eval("StringLike", "aws:username", &["a*"], &c));
         assert!(eval("StringNotLike", "aws:username", &["b*"], &c));
-        assert!(!eval("StringNotEqualsIgnoreCase", "aws:username", &["ALICE"], &c));
+        assert!(!eval(
+            "StringNotEqualsIgnoreCase",
+            "aws:username",
+            &["ALICE"],
+            &c
+        ));
     }
 
     #[test]
@@ -686,8 +719,18 @@ mod tests {
         assert!(eval("DateGreaterThan", "d", &["2026-01-01"], &c));
         assert!(eval("DateLessThan", "d", &["2026-06-01T12:00:01Z"], &c));
         assert!(eval("DateEquals", "d", &["1780315200"], &c));
-        assert!(eval("DateLessThanEquals", "e", &["2023-11-14T22:13:20Z"], &c));
-        assert!(eval("DateGreaterThanEquals", "e", &["2023-11-14T22:13:20Z"], &c));
+        assert!(eval(
+            "DateLessThanEquals",
+            "e",
+            &["2023-11-14T22:13:20Z"],
+            &c
+        ));
+        assert!(eval(
+            "DateGreaterThanEquals",
+            "e",
+            &["2023-11-14T22:13:20Z"],
+            &c
+        ));
         assert!(eval("DateNotEquals", "e", &["2023-11-14"], &c));
         assert!(eval("Bool", "b", &["true"], &c));
         assert!(!eval("Bool", "b", &["false"], &c));
@@ -702,24 +745,79 @@ mod tests {
     #[test]
     fn arn_operators() {
         let c = ctx(&[("aws:SourceArn", &["arn:aws:s3:::ExampleBucket"])]);
-        assert!(eval("ArnLike", "aws:sourcearn", &["arn:aws:s3:::Example*"], &c));
-        assert!(eval("ArnEquals", "aws:sourcearn", &["arn:aws:s3:::ExampleBucket"], &c));
-        assert!(!eval("ArnEquals", "aws:sourcearn", &["arn:aws:s3:::examplebucket"], &c));
-        assert!(eval("ArnNotLike", "aws:sourcearn", &["arn:aws:s3:::other*"], &c));
-        assert!(!eval("ArnNotEquals", "aws:sourcearn", &["arn:aws:s3:::ExampleBucket"], &c));
+        assert!(eval(
+            "ArnLike",
+            "aws:sourcearn",
+            &["arn:aws:s3:::Example*"],
+            &c
+        ));
+        assert!(eval(
+            "ArnEquals",
+            "aws:sourcearn",
+            &["arn:aws:s3:::ExampleBucket"],
+            &c
+        ));
+        assert!(!eval(
+            "ArnEquals",
+            "aws:sourcearn",
+            &["arn:aws:s3:::examplebucket"],
+            &c
+        ));
+        assert!(eval(
+            "ArnNotLike",
+            "aws:sourcearn",
+            &["arn:aws:s3:::other*"],
+            &c
+        ));
+        assert!(!eval(
+            "ArnNotEquals",
+            "aws:sourcearn",
+            &["arn:aws:s3:::ExampleBucket"],
+            &c
+        ));
     }
 
     #[test]
     fn set_qualifiers() {
         let c = ctx(&[("aws:TagKeys", &["env", "team"]), ("empty", &[])]);
-        assert!(eval("ForAllValues:StringEquals", "aws:TagKeys", &["env", "team", "x"], &c));
-        assert!(!eval("ForAllValues:StringEquals", "aws:TagKeys", &["env"], &c));
-        assert!(eval("ForAnyValue:StringEquals", "aws:TagKeys", &["team"], &c));
+        assert!(eval(
+            "ForAllValues:StringEquals",
+            "aws:TagKeys",
+            &["env", "team", "x"],
+            &c
+        ));
+        assert!(!eval(
+            "ForAllValues:StringEquals",
+            "aws:TagKeys",
+            &["env"],
+            &c
+        ));
+        assert!(eval(
+            "ForAnyValue:StringEquals",
+            "aws:TagKeys",
+            &["team"],
+            &c
+        ));
         assert!(!eval("ForAnyValue:StringEquals", "aws:TagKeys", &["x"], &c));
         // Negated under a qualifier: per value "matches none of the policy values".
-        assert!(eval("ForAllValues:StringNotEquals", "aws:TagKeys", &["x"], &c));
-        assert!(!eval("ForAllValues:StringNotEquals", "aws:TagKeys", &["env"], &c));
-        assert!(eval("ForAnyValue:StringNotEquals", "aws:TagKeys", &["env"], &c));
+        assert!(eval(
+            "ForAllValues:StringNotEquals",
+            "aws:TagKeys",
+            &["x"],
+            &c
+        ));
+        assert!(!eval(
+            "ForAllValues:StringNotEquals",
+            "aws:TagKeys",
+            &["env"],
+            &c
+        ));
+        assert!(eval(
+            "ForAnyValue:StringNotEquals",
+            "aws:TagKeys",
+            &["env"],
+            &c
+        ));
         assert!(eval("ForAllValues:StringEquals", "empty", &["x"], &c));
         assert!(!eval("ForAnyValue:StringEquals", "empty", &["x"], &c));
     }
@@ -729,12 +827,27 @@ mod tests {
         let bad = |op: &str, v: &str| {
             Clause::compile(Operator::parse(op).unwrap(), "k", &[v.to_string()], true).unwrap_err()
         };
-        assert!(matches!(bad("DateGreaterThan", "yesterday"), ConditionError::NotDate { .. }));
-        assert!(matches!(bad("NumericEquals", "five"), ConditionError::NotNumber { .. }));
-        assert!(matches!(bad("IpAddress", "10.0.0.0/33"), ConditionError::NotCidr { .. }));
+        assert!(matches!(
+            bad("DateGreaterThan", "yesterday"),
+            ConditionError::NotDate { .. }
+        ));
+        assert!(matches!(
+            bad("NumericEquals", "five"),
+            ConditionError::NotNumber { .. }
+        ));
+        assert!(matches!(
+            bad("IpAddress", "10.0.0.0/33"),
+            ConditionError::NotCidr { .. }
+        ));
         assert!(matches!(bad("Bool", "yes"), ConditionError::NotBool { .. }));
-        assert!(matches!(bad("BinaryEquals", "!!"), ConditionError::NotBase64 { .. }));
-        assert!(matches!(bad("ArnLike", "bucket"), ConditionError::BadArn { .. }));
+        assert!(matches!(
+            bad("BinaryEquals", "!!"),
+            ConditionError::NotBase64 { .. }
+        ));
+        assert!(matches!(
+            bad("ArnLike", "bucket"),
+            ConditionError::BadArn { .. }
+        ));
         assert!(matches!(
             bad("Bool", "${aws:SecureTransport}"),
             ConditionError::VariableNotAllowed { .. }
@@ -747,16 +860,44 @@ mod tests {
 
     #[test]
     fn variables_in_values() {
-        let c = ctx(&[("aws:username", &["alice"]), ("s3:prefix", &["home/alice/x"])]);
-        assert!(eval("StringLike", "s3:prefix", &["home/${aws:username}/*"], &c));
-        assert!(!eval("StringEquals", "s3:prefix", &["home/${aws:userid}/x"], &c));
-        assert!(eval("StringNotEquals", "s3:prefix", &["home/${aws:userid}/x"], &c));
+        let c = ctx(&[
+            ("aws:username", &["alice"]),
+            ("s3:prefix", &["home/alice/x"]),
+        ]);
+        assert!(eval(
+            "StringLike",
+            "s3:prefix",
+            &["home/${aws:username}/*"],
+            &c
+        ));
+        assert!(!eval(
+            "StringEquals",
+            "s3:prefix",
+            &["home/${aws:userid}/x"],
+            &c
+        ));
+        assert!(eval(
+            "StringNotEquals",
+            "s3:prefix",
+            &["home/${aws:userid}/x"],
+            &c
+        ));
     }
 
     #[test]
     fn dates_parse_in_all_documented_forms() {
-        for s in ["2026-01-01", "2026-01-01T00:00:00Z", "2026-01-01T00:00Z", "2026-01-01T01:00:00+01:00", "1767225600"] {
-            assert_eq!(parse_date(s).map(|t| t.as_second()), Some(1767225600), "{s}");
+        for s in [
+            "2026-01-01",
+            "2026-01-01T00:00:00Z",
+            "2026-01-01T00:00Z",
+            "2026-01-01T01:00:00+01:00",
+            "1767225600",
+        ] {
+            assert_eq!(
+                parse_date(s).map(|t| t.as_second()),
+                Some(1767225600),
+                "{s}"
+            );
         }
         assert!(parse_date("2026-13-01").is_none());
     }

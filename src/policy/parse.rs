@@ -11,8 +11,8 @@ use super::condition::{Clause, Condition, Operator, SetQualifier};
 use super::pattern::{ArnPattern, Pattern, Syntax};
 use super::{
     arn::{is_account_id, Arn},
-    ActionElement, Effect, Policy, PrincipalElement, PrincipalList, PrincipalSpec,
-    ResourceElement, Statement, Version,
+    ActionElement, Effect, Policy, PrincipalElement, PrincipalList, PrincipalSpec, ResourceElement,
+    Statement, Version,
 };
 use crate::catalog;
 use crate::finding::{FindingType, Findings, Origin};
@@ -35,7 +35,10 @@ pub enum PolicyKind {
 
 impl PolicyKind {
     fn is_identity_like(self) -> bool {
-        matches!(self, PolicyKind::Inline | PolicyKind::Managed | PolicyKind::Scp)
+        matches!(
+            self,
+            PolicyKind::Inline | PolicyKind::Managed | PolicyKind::Scp
+        )
     }
 
     /// Largest document, in non-white-space characters (IAM and Organizations quotas;
@@ -69,7 +72,14 @@ struct Ctx<'a> {
 }
 
 impl Ctx<'_> {
-    fn report(&mut self, t: FindingType, code: &'static str, path: &JsonPath, node_pos: json::Pos, msg: String) {
+    fn report(
+        &mut self,
+        t: FindingType,
+        code: &'static str,
+        path: &JsonPath,
+        node_pos: json::Pos,
+        msg: String,
+    ) {
         if t == FindingType::Error {
             self.errors += 1;
         }
@@ -81,7 +91,14 @@ impl Ctx<'_> {
         self.report(FindingType::Error, code, path, node.pos, msg.into());
     }
 
-    fn warn(&mut self, t: FindingType, code: &'static str, path: &JsonPath, node: &Node, msg: impl Into<String>) {
+    fn warn(
+        &mut self,
+        t: FindingType,
+        code: &'static str,
+        path: &JsonPath,
+        node: &Node,
+        msg: impl Into<String>,
+    ) {
         self.report(t, code, path, node.pos, msg.into());
     }
 }
@@ -130,7 +147,12 @@ pub fn parse_policy_text(
 }
 
 /// Parses a policy document object. Returns `None` when it has any ERROR.
-pub fn parse_policy(node: &Node, kind: PolicyKind, origin: &Origin, findings: &mut Findings) -> Option<Policy> {
+pub fn parse_policy(
+    node: &Node,
+    kind: PolicyKind,
+    origin: &Origin,
+    findings: &mut Findings,
+) -> Option<Policy> {
     let mut cx = Ctx {
         kind,
         origin,
@@ -143,7 +165,10 @@ pub fn parse_policy(node: &Node, kind: PolicyKind, origin: &Origin, findings: &m
             "INVALID_DOCUMENT",
             &root,
             node,
-            format!("a policy document must be a JSON object, found {}", node.value.kind()),
+            format!(
+                "a policy document must be a JSON object, found {}",
+                node.value.kind()
+            ),
         );
         return None;
     };
@@ -207,7 +232,10 @@ pub fn parse_policy(node: &Node, kind: PolicyKind, origin: &Origin, findings: &m
             Version::V2008_10_17
         }
     };
-    if version == Version::V2008_10_17 && kind == PolicyKind::Managed && node.get("Version").is_some() {
+    if version == Version::V2008_10_17
+        && kind == PolicyKind::Managed
+        && node.get("Version").is_some()
+    {
         cx.error(
             "INVALID_VERSION",
             &root.key("Version"),
@@ -219,7 +247,12 @@ pub fn parse_policy(node: &Node, kind: PolicyKind, origin: &Origin, findings: &m
 
     let mut statements = Vec::new();
     match statement_node {
-        None => cx.error("MISSING_STATEMENT", &root, node, "the policy has no `Statement`"),
+        None => cx.error(
+            "MISSING_STATEMENT",
+            &root,
+            node,
+            "the policy has no `Statement`",
+        ),
         Some(st) => {
             let spath = root.key("Statement");
             let items: Vec<(JsonPath, &Node)> = match &st.value {
@@ -234,7 +267,10 @@ pub fn parse_policy(node: &Node, kind: PolicyKind, origin: &Origin, findings: &m
                         "INVALID_STATEMENT",
                         &spath,
                         st,
-                        format!("`Statement` must be an object or an array of objects, found {}", other.kind()),
+                        format!(
+                            "`Statement` must be an object or an array of objects, found {}",
+                            other.kind()
+                        ),
                     );
                     Vec::new()
                 }
@@ -248,7 +284,9 @@ pub fn parse_policy(node: &Node, kind: PolicyKind, origin: &Origin, findings: &m
                                 "DUPLICATE_SID",
                                 &path.key("Sid"),
                                 item.get("Sid").unwrap_or(item),
-                                format!("duplicate `Sid` `{sid}`: Sids must be unique within a policy"),
+                                format!(
+                                    "duplicate `Sid` `{sid}`: Sids must be unique within a policy"
+                                ),
                             );
                         }
                     }
@@ -286,10 +324,18 @@ fn contains_variable_syntax(node: &Node) -> bool {
 pub fn compact_len(node: &Node) -> usize {
     match &node.value {
         Value::Null => 4,
-        Value::Bool(b) => if *b { 4 } else { 5 },
+        Value::Bool(b) => {
+            if *b {
+                4
+            } else {
+                5
+            }
+        }
         Value::Number(n) => n.len(),
         Value::String(s) => s.chars().filter(|c| !c.is_whitespace()).count() + 2,
-        Value::Array(items) => 2 + items.len().saturating_sub(1) + items.iter().map(compact_len).sum::<usize>(),
+        Value::Array(items) => {
+            2 + items.len().saturating_sub(1) + items.iter().map(compact_len).sum::<usize>()
+        }
         Value::Object(members) => {
             2 + members.len().saturating_sub(1)
                 + members
@@ -301,7 +347,9 @@ pub fn compact_len(node: &Node) -> usize {
 }
 
 fn check_duplicate_keys(cx: &mut Ctx<'_>, path: &JsonPath, node: &Node) {
-    let Some(members) = node.members() else { return };
+    let Some(members) = node.members() else {
+        return;
+    };
     let mut seen = HashSet::new();
     for m in members {
         if !seen.insert(m.key.as_str()) {
@@ -316,12 +364,22 @@ fn check_duplicate_keys(cx: &mut Ctx<'_>, path: &JsonPath, node: &Node) {
 }
 
 /// The strings of a value that may be a string or an array of strings.
-fn string_list<'n>(cx: &mut Ctx<'_>, path: &JsonPath, node: &'n Node, what: &str) -> Vec<(JsonPath, &'n Node, &'n str)> {
+fn string_list<'n>(
+    cx: &mut Ctx<'_>,
+    path: &JsonPath,
+    node: &'n Node,
+    what: &str,
+) -> Vec<(JsonPath, &'n Node, &'n str)> {
     match &node.value {
         Value::String(s) => vec![(path.clone(), node, s.as_str())],
         Value::Array(items) => {
             if items.is_empty() {
-                cx.error("EMPTY_ARRAY", path, node, format!("`{what}` must not be an empty array"));
+                cx.error(
+                    "EMPTY_ARRAY",
+                    path,
+                    node,
+                    format!("`{what}` must not be an empty array"),
+                );
             }
             items
                 .iter()
@@ -345,27 +403,46 @@ fn string_list<'n>(cx: &mut Ctx<'_>, path: &JsonPath, node: &'n Node, what: &str
                 "INVALID_TYPE",
                 path,
                 node,
-                format!("`{what}` must be a string or an array of strings, found {}", other.kind()),
+                format!(
+                    "`{what}` must be a string or an array of strings, found {}",
+                    other.kind()
+                ),
             );
             Vec::new()
         }
     }
 }
 
-fn parse_statement(cx: &mut Ctx<'_>, path: &JsonPath, node: &Node, variables: bool) -> Option<Statement> {
+fn parse_statement(
+    cx: &mut Ctx<'_>,
+    path: &JsonPath,
+    node: &Node,
+    variables: bool,
+) -> Option<Statement> {
     let errors_before = cx.errors;
     let Some(members) = node.members() else {
         cx.error(
             "INVALID_STATEMENT",
             path,
             node,
-            format!("a statement must be a JSON object, found {}", node.value.kind()),
+            format!(
+                "a statement must be a JSON object, found {}",
+                node.value.kind()
+            ),
         );
         return None;
     };
     check_duplicate_keys(cx, path, node);
     const KNOWN: [&str; 9] = [
-        "Sid", "Effect", "Principal", "NotPrincipal", "Action", "NotAction", "Resource", "NotResource", "Condition",
+        "Sid",
+        "Effect",
+        "Principal",
+        "NotPrincipal",
+        "Action",
+        "NotAction",
+        "Resource",
+        "NotResource",
+        "Condition",
     ];
     for m in members {
         if !KNOWN.contains(&m.key.as_str()) {
@@ -373,7 +450,10 @@ fn parse_statement(cx: &mut Ctx<'_>, path: &JsonPath, node: &Node, variables: bo
                 "UNKNOWN_ELEMENT",
                 &path.key(&m.key),
                 &m.value,
-                format!("unknown statement element `{}` (element names are case-sensitive)", m.key),
+                format!(
+                    "unknown statement element `{}` (element names are case-sensitive)",
+                    m.key
+                ),
             );
         }
     }
@@ -383,15 +463,22 @@ fn parse_statement(cx: &mut Ctx<'_>, path: &JsonPath, node: &Node, variables: bo
         Some(n) => match n.as_str() {
             Some(s) => {
                 let ok = match cx.kind {
-                    PolicyKind::Inline | PolicyKind::Managed => s.chars().all(|c| c.is_ascii_alphanumeric()),
-                    _ => s.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.'),
+                    PolicyKind::Inline | PolicyKind::Managed => {
+                        s.chars().all(|c| c.is_ascii_alphanumeric())
+                    }
+                    _ => s
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.'),
                 };
                 if !ok {
                     cx.error(
                         "INVALID_SID",
                         &path.key("Sid"),
                         n,
-                        format!("`Sid` `{s}` has characters a {} does not allow", cx.kind.name()),
+                        format!(
+                            "`Sid` `{s}` has characters a {} does not allow",
+                            cx.kind.name()
+                        ),
                     );
                 }
                 Some(Box::from(s))
@@ -405,7 +492,12 @@ fn parse_statement(cx: &mut Ctx<'_>, path: &JsonPath, node: &Node, variables: bo
 
     let effect = match node.get("Effect") {
         None => {
-            cx.error("MISSING_EFFECT", path, node, "the statement has no `Effect`");
+            cx.error(
+                "MISSING_EFFECT",
+                path,
+                node,
+                "the statement has no `Effect`",
+            );
             None
         }
         Some(n) => match n.as_str() {
@@ -450,7 +542,12 @@ fn parse_statement(cx: &mut Ctx<'_>, path: &JsonPath, node: &Node, variables: bo
     Some(statement)
 }
 
-fn parse_principal(cx: &mut Ctx<'_>, path: &JsonPath, node: &Node, effect: Option<Effect>) -> Option<PrincipalElement> {
+fn parse_principal(
+    cx: &mut Ctx<'_>,
+    path: &JsonPath,
+    node: &Node,
+    effect: Option<Effect>,
+) -> Option<PrincipalElement> {
     let (negated, key, pnode) = match (node.get("Principal"), node.get("NotPrincipal")) {
         (Some(_), Some(n)) => {
             cx.error(
@@ -469,7 +566,10 @@ fn parse_principal(cx: &mut Ctx<'_>, path: &JsonPath, node: &Node, effect: Optio
                     "MISSING_PRINCIPAL",
                     path,
                     node,
-                    format!("a statement in a {} must have a `Principal`", cx.kind.name()),
+                    format!(
+                        "a statement in a {} must have a `Principal`",
+                        cx.kind.name()
+                    ),
                 );
             }
             return None;
@@ -487,7 +587,12 @@ fn parse_principal(cx: &mut Ctx<'_>, path: &JsonPath, node: &Node, effect: Optio
     }
     if negated {
         if cx.kind == PolicyKind::Trust {
-            cx.error("NOTPRINCIPAL_IN_TRUST_POLICY", &ppath, pnode, "`NotPrincipal` is not allowed in a role trust policy");
+            cx.error(
+                "NOTPRINCIPAL_IN_TRUST_POLICY",
+                &ppath,
+                pnode,
+                "`NotPrincipal` is not allowed in a role trust policy",
+            );
         }
         if effect == Some(Effect::Allow) {
             cx.error(
@@ -522,7 +627,11 @@ fn parse_principal(cx: &mut Ctx<'_>, path: &JsonPath, node: &Node, effect: Optio
                             if v == "*" {
                                 everyone = true;
                             } else if let Err(msg) = add_aws_principal(&mut list, v) {
-                                let code = if v.contains(['*', '?']) { "WILDCARD_IN_PRINCIPAL" } else { "INVALID_PRINCIPAL" };
+                                let code = if v.contains(['*', '?']) {
+                                    "WILDCARD_IN_PRINCIPAL"
+                                } else {
+                                    "INVALID_PRINCIPAL"
+                                };
                                 cx.error(code, &vpath, vnode, msg);
                             }
                         }
@@ -542,7 +651,12 @@ fn parse_principal(cx: &mut Ctx<'_>, path: &JsonPath, node: &Node, effect: Optio
                         }
                         "Federated" => {
                             if v.is_empty() || v.contains(['*', '?']) {
-                                cx.error("INVALID_PRINCIPAL", &vpath, vnode, format!("`{v}` is not a federated identity provider"));
+                                cx.error(
+                                    "INVALID_PRINCIPAL",
+                                    &vpath,
+                                    vnode,
+                                    format!("`{v}` is not a federated identity provider"),
+                                );
                             }
                             list.federated.push(v.into());
                         }
@@ -600,7 +714,11 @@ fn add_aws_principal(list: &mut PrincipalList, v: &str) -> Result<(), String> {
     }
     if let Ok(arn) = Arn::parse(v) {
         let ok_service = arn.service == "iam" || arn.service == "sts";
-        if ok_service && arn.service == "iam" && arn.resource == "root" && is_account_id(arn.account) {
+        if ok_service
+            && arn.service == "iam"
+            && arn.resource == "root"
+            && is_account_id(arn.account)
+        {
             list.accounts.push(arn.account.into());
             return Ok(());
         }
@@ -619,25 +737,40 @@ fn add_aws_principal(list: &mut PrincipalList, v: &str) -> Result<(), String> {
     }
     let unique_id = v.len() >= 16
         && v.len() <= 128
-        && v.chars().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit())
-        && ["AIDA", "AROA", "AIDQ", "AROQ"].iter().any(|p| v.starts_with(p));
+        && v.chars()
+            .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit())
+        && ["AIDA", "AROA", "AIDQ", "AROQ"]
+            .iter()
+            .any(|p| v.starts_with(p));
     if unique_id {
         list.unique_ids.push(v.into());
         return Ok(());
     }
-    Err(format!("`{v}` is not an AWS account id, an IAM ARN, or a unique id"))
+    Err(format!(
+        "`{v}` is not an AWS account id, an IAM ARN, or a unique id"
+    ))
 }
 
 fn parse_action(cx: &mut Ctx<'_>, path: &JsonPath, node: &Node) -> Option<ActionElement> {
     let (negated, key, anode) = match (node.get("Action"), node.get("NotAction")) {
         (Some(_), Some(n)) => {
-            cx.error("ACTION_AND_NOTACTION", &path.key("NotAction"), n, "a statement cannot have both `Action` and `NotAction`");
+            cx.error(
+                "ACTION_AND_NOTACTION",
+                &path.key("NotAction"),
+                n,
+                "a statement cannot have both `Action` and `NotAction`",
+            );
             return None;
         }
         (Some(a), None) => (false, "Action", a),
         (None, Some(a)) => (true, "NotAction", a),
         (None, None) => {
-            cx.error("MISSING_ACTION", path, node, "the statement has no `Action` or `NotAction`");
+            cx.error(
+                "MISSING_ACTION",
+                path,
+                node,
+                "the statement has no `Action` or `NotAction`",
+            );
             return None;
         }
     };
@@ -646,10 +779,20 @@ fn parse_action(cx: &mut Ctx<'_>, path: &JsonPath, node: &Node) -> Option<Action
     for (vpath, vnode, v) in string_list(cx, &apath, anode, key) {
         if v != "*" {
             let Some((service, name)) = v.split_once(':') else {
-                cx.error("INVALID_ACTION", &vpath, vnode, format!("`{v}` is not an action: expected `service:Action` or `*`"));
+                cx.error(
+                    "INVALID_ACTION",
+                    &vpath,
+                    vnode,
+                    format!("`{v}` is not an action: expected `service:Action` or `*`"),
+                );
                 continue;
             };
-            if service.is_empty() || service.contains(['*', '?']) || !service.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '*' || c == '?') {
+            if service.is_empty()
+                || service.contains(['*', '?'])
+                || !service
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '*' || c == '?')
+            {
                 cx.error(
                     "INVALID_ACTION",
                     &vpath,
@@ -659,12 +802,23 @@ fn parse_action(cx: &mut Ctx<'_>, path: &JsonPath, node: &Node) -> Option<Action
                 continue;
             }
             if name.is_empty() || name.contains(':') {
-                cx.error("INVALID_ACTION", &vpath, vnode, format!("`{v}` is not an action: expected `service:Action`"));
+                cx.error(
+                    "INVALID_ACTION",
+                    &vpath,
+                    vnode,
+                    format!("`{v}` is not an action: expected `service:Action`"),
+                );
                 continue;
             }
         }
         let lower = v.to_lowercase();
-        match Pattern::parse(&lower, Syntax { wildcards: true, variables: false }) {
+        match Pattern::parse(
+            &lower,
+            Syntax {
+                wildcards: true,
+                variables: false,
+            },
+        ) {
             Ok(p) => {
                 if lower.starts_with("lambda:")
                     && !catalog::lambda_actions()
@@ -696,14 +850,24 @@ fn parse_resource(
 ) -> Option<ResourceElement> {
     let (negated, key, rnode) = match (node.get("Resource"), node.get("NotResource")) {
         (Some(_), Some(n)) => {
-            cx.error("RESOURCE_AND_NOTRESOURCE", &path.key("NotResource"), n, "a statement cannot have both `Resource` and `NotResource`");
+            cx.error(
+                "RESOURCE_AND_NOTRESOURCE",
+                &path.key("NotResource"),
+                n,
+                "a statement cannot have both `Resource` and `NotResource`",
+            );
             return None;
         }
         (Some(r), None) => (false, "Resource", r),
         (None, Some(r)) => (true, "NotResource", r),
         (None, None) => {
             if cx.kind != PolicyKind::Trust {
-                cx.error("MISSING_RESOURCE", path, node, "the statement has no `Resource` or `NotResource`");
+                cx.error(
+                    "MISSING_RESOURCE",
+                    path,
+                    node,
+                    "the statement has no `Resource` or `NotResource`",
+                );
             }
             return None;
         }
@@ -723,7 +887,10 @@ fn parse_resource(
         match ArnPattern::parse(v, variables) {
             Ok(p) => {
                 if let Some(arn) = p.as_literal().and_then(|s| Arn::parse(s).ok()) {
-                    if arn.service == "lambda" && !arn.account.is_empty() && !is_account_id(arn.account) {
+                    if arn.service == "lambda"
+                        && !arn.account.is_empty()
+                        && !is_account_id(arn.account)
+                    {
                         cx.warn(
                             FindingType::Warning,
                             "INVALID_ACCOUNT_ID",
@@ -761,7 +928,10 @@ fn condition_values(cx: &mut Ctx<'_>, path: &JsonPath, node: &Node) -> Option<Ve
                             "INVALID_CONDITION_VALUE",
                             &path.index(i),
                             item,
-                            format!("condition values must be strings, numbers or booleans, found {}", item.value.kind()),
+                            format!(
+                                "condition values must be strings, numbers or booleans, found {}",
+                                item.value.kind()
+                            ),
                         );
                         return None;
                     }
@@ -784,13 +954,22 @@ fn condition_values(cx: &mut Ctx<'_>, path: &JsonPath, node: &Node) -> Option<Ve
     }
 }
 
-fn parse_condition(cx: &mut Ctx<'_>, path: &JsonPath, node: &Node, variables: bool, effect: Option<Effect>) -> Condition {
+fn parse_condition(
+    cx: &mut Ctx<'_>,
+    path: &JsonPath,
+    node: &Node,
+    variables: bool,
+    effect: Option<Effect>,
+) -> Condition {
     let Some(ops) = node.members() else {
         cx.error(
             "INVALID_CONDITION",
             path,
             node,
-            format!("`Condition` must be an object of operators, found {}", node.value.kind()),
+            format!(
+                "`Condition` must be an object of operators, found {}",
+                node.value.kind()
+            ),
         );
         return Condition::default();
     };
@@ -801,7 +980,12 @@ fn parse_condition(cx: &mut Ctx<'_>, path: &JsonPath, node: &Node, variables: bo
         let operator = match Operator::parse(&op_member.key) {
             Ok(op) => op,
             Err(e) => {
-                cx.error("INVALID_CONDITION_OPERATOR", &opath, &op_member.value, e.to_string());
+                cx.error(
+                    "INVALID_CONDITION_OPERATOR",
+                    &opath,
+                    &op_member.value,
+                    e.to_string(),
+                );
                 continue;
             }
         };
@@ -840,7 +1024,13 @@ fn parse_condition(cx: &mut Ctx<'_>, path: &JsonPath, node: &Node, variables: bo
     }
 }
 
-fn condition_warnings(cx: &mut Ctx<'_>, path: &JsonPath, node: &Node, clause: &Clause, effect: Option<Effect>) {
+fn condition_warnings(
+    cx: &mut Ctx<'_>,
+    path: &JsonPath,
+    node: &Node,
+    clause: &Clause,
+    effect: Option<Effect>,
+) {
     use super::condition::BaseOperator as B;
     use catalog::KeyType as K;
     let Some(ty) = catalog::condition_key_type(&clause.key) else {
@@ -862,10 +1052,16 @@ fn condition_warnings(cx: &mut Ctx<'_>, path: &JsonPath, node: &Node, clause: &C
             "MULTIVALUED_KEY_WITHOUT_SET_OPERATOR",
             path,
             node,
-            format!("`{}` is multivalued; qualify `{}` with ForAnyValue: or ForAllValues:", clause.key, clause.operator),
+            format!(
+                "`{}` is multivalued; qualify `{}` with ForAnyValue: or ForAllValues:",
+                clause.key, clause.operator
+            ),
         );
     }
-    if clause.operator.qualifier == Some(SetQualifier::ForAllValues) && effect == Some(Effect::Allow) && !clause.operator.if_exists {
+    if clause.operator.qualifier == Some(SetQualifier::ForAllValues)
+        && effect == Some(Effect::Allow)
+        && !clause.operator.if_exists
+    {
         cx.warn(
             FindingType::SecurityWarning,
             "FOR_ALL_VALUES_WITH_ALLOW",
@@ -877,17 +1073,53 @@ fn condition_warnings(cx: &mut Ctx<'_>, path: &JsonPath, node: &Node, clause: &C
     let fits = match ty {
         K::String | K::ArrayOfString => matches!(
             op,
-            B::StringEquals | B::StringNotEquals | B::StringEqualsIgnoreCase | B::StringNotEqualsIgnoreCase | B::StringLike | B::StringNotLike
+            B::StringEquals
+                | B::StringNotEquals
+                | B::StringEqualsIgnoreCase
+                | B::StringNotEqualsIgnoreCase
+                | B::StringLike
+                | B::StringNotLike
         ),
-        K::Arn => matches!(op, B::ArnEquals | B::ArnLike | B::ArnNotEquals | B::ArnNotLike | B::StringEquals | B::StringLike | B::StringNotEquals | B::StringNotLike),
-        K::Bool => op == B::Bool,
-        K::Date => matches!(
+        K::Arn => matches!(
             op,
-            B::DateEquals | B::DateNotEquals | B::DateLessThan | B::DateLessThanEquals | B::DateGreaterThan | B::DateGreaterThanEquals
-        ) || (clause.key.eq_ignore_ascii_case("aws:EpochTime") && matches!(op, B::NumericEquals | B::NumericNotEquals | B::NumericLessThan | B::NumericLessThanEquals | B::NumericGreaterThan | B::NumericGreaterThanEquals)),
+            B::ArnEquals
+                | B::ArnLike
+                | B::ArnNotEquals
+                | B::ArnNotLike
+                | B::StringEquals
+                | B::StringLike
+                | B::StringNotEquals
+                | B::StringNotLike
+        ),
+        K::Bool => op == B::Bool,
+        K::Date => {
+            matches!(
+                op,
+                B::DateEquals
+                    | B::DateNotEquals
+                    | B::DateLessThan
+                    | B::DateLessThanEquals
+                    | B::DateGreaterThan
+                    | B::DateGreaterThanEquals
+            ) || (clause.key.eq_ignore_ascii_case("aws:EpochTime")
+                && matches!(
+                    op,
+                    B::NumericEquals
+                        | B::NumericNotEquals
+                        | B::NumericLessThan
+                        | B::NumericLessThanEquals
+                        | B::NumericGreaterThan
+                        | B::NumericGreaterThanEquals
+                ))
+        }
         K::Numeric => matches!(
             op,
-            B::NumericEquals | B::NumericNotEquals | B::NumericLessThan | B::NumericLessThanEquals | B::NumericGreaterThan | B::NumericGreaterThanEquals
+            B::NumericEquals
+                | B::NumericNotEquals
+                | B::NumericLessThan
+                | B::NumericLessThanEquals
+                | B::NumericGreaterThan
+                | B::NumericGreaterThanEquals
         ),
         K::IpAddress => matches!(op, B::IpAddress | B::NotIpAddress),
     };
@@ -897,7 +1129,10 @@ fn condition_warnings(cx: &mut Ctx<'_>, path: &JsonPath, node: &Node, clause: &C
             "MISMATCHED_KEY_TYPE",
             path,
             node,
-            format!("`{}` is of type {ty:?}, which `{}` does not compare as such", clause.key, clause.operator),
+            format!(
+                "`{}` is of type {ty:?}, which `{}` does not compare as such",
+                clause.key, clause.operator
+            ),
         );
     }
 }
@@ -906,8 +1141,15 @@ fn statement_warnings(cx: &mut Ctx<'_>, path: &JsonPath, node: &Node, s: &Statem
     if s.effect != Effect::Allow || cx.kind != PolicyKind::Resource {
         return;
     }
-    let Some(principal) = &s.principal else { return };
-    let has_key = |name: &str| s.condition.clauses.iter().any(|c| c.key.eq_ignore_ascii_case(name));
+    let Some(principal) = &s.principal else {
+        return;
+    };
+    let has_key = |name: &str| {
+        s.condition
+            .clauses
+            .iter()
+            .any(|c| c.key.eq_ignore_ascii_case(name))
+    };
     match &principal.spec {
         PrincipalSpec::Everyone if s.condition.is_empty() => cx.warn(
             FindingType::SecurityWarning,
@@ -989,21 +1231,81 @@ mod tests {
     #[test]
     fn structural_errors() {
         let cases: &[(PolicyKind, &str, &str)] = &[
-            (PolicyKind::Managed, r#"{"Version":"2012-10-17","Statement":{"Effect":"Allow","Action":"s3:*","NotAction":"s3:Get*","Resource":"*"}}"#, "ACTION_AND_NOTACTION"),
-            (PolicyKind::Managed, r#"{"Version":"2012-10-17","Statement":{"Effect":"Allow","Principal":"*","Action":"s3:*","Resource":"*"}}"#, "PRINCIPAL_IN_IDENTITY_POLICY"),
-            (PolicyKind::Resource, r#"{"Version":"2012-10-17","Statement":{"Effect":"Allow","Action":"lambda:InvokeFunction","Resource":"*"}}"#, "MISSING_PRINCIPAL"),
-            (PolicyKind::Managed, r#"{"Version":"2012-10-17","Statement":{"Effect":"Allow","Action":"s3:*","Resource":"bucket"}}"#, "INVALID_ARN_RESOURCE"),
-            (PolicyKind::Managed, r#"{"Version":"2012-10-17","Statement":{"Effect":"Allow","Action":"s3:*","Resource":"*","Condition":{"DateGreaterThan":{"aws:CurrentTime":"soon"}}}}"#, "INVALID_CONDITION_VALUE"),
-            (PolicyKind::Managed, r#"{"Version":"2012-10-17","Statement":{"Effect":"Allow","Action":"s3:*","Resource":"*","Condition":{"IpAddress":{"aws:SourceIp":"10.0.0.0/99"}}}}"#, "INVALID_CONDITION_VALUE"),
-            (PolicyKind::Managed, r#"{"Version":"2012-10-17","Statement":{"Effect":"Allow","Action":"s3:*","Resource":"*","Condition":{"StringEqualz":{"k":"v"}}}}"#, "INVALID_CONDITION_OPERATOR"),
-            (PolicyKind::Managed, r#"{"Version":"2012-10-17","Statement":[{"Sid":"A","Effect":"Allow","Action":"s3:*","Resource":"*"},{"Sid":"A","Effect":"Deny","Action":"s3:*","Resource":"*"}]}"#, "DUPLICATE_SID"),
-            (PolicyKind::Managed, r#"{"Version":"2012-10-17","Statement":{"Effect":"Allow","Effect":"Deny","Action":"s3:*","Resource":"*"}}"#, "DUPLICATE_KEY"),
-            (PolicyKind::Managed, r#"{"Version":"2012-10-17","statement":[]}"#, "UNKNOWN_ELEMENT"),
-            (PolicyKind::Managed, r#"{"Version":"2012-10-17","Statement":{"Effect":"Allow","Action":"s*:Get","Resource":"*"}}"#, "INVALID_ACTION"),
-            (PolicyKind::Resource, r#"{"Version":"2012-10-17","Statement":{"Effect":"Allow","Principal":{"AWS":"arn:aws:iam::111122223333:user/*"},"Action":"lambda:InvokeFunction","Resource":"*"}}"#, "WILDCARD_IN_PRINCIPAL"),
-            (PolicyKind::Resource, r#"{"Version":"2012-10-17","Statement":{"Effect":"Allow","NotPrincipal":{"AWS":"111122223333"},"Action":"lambda:InvokeFunction","Resource":"*"}}"#, "NOTPRINCIPAL_WITH_ALLOW"),
-            (PolicyKind::Managed, r#"{"Version":"2012-10-17"}"#, "MISSING_STATEMENT"),
-            (PolicyKind::Managed, r#"{"Version":"2012-10-18","Statement":[]}"#, "INVALID_VERSION"),
+            (
+                PolicyKind::Managed,
+                r#"{"Version":"2012-10-17","Statement":{"Effect":"Allow","Action":"s3:*","NotAction":"s3:Get*","Resource":"*"}}"#,
+                "ACTION_AND_NOTACTION",
+            ),
+            (
+                PolicyKind::Managed,
+                r#"{"Version":"2012-10-17","Statement":{"Effect":"Allow","Principal":"*","Action":"s3:*","Resource":"*"}}"#,
+                "PRINCIPAL_IN_IDENTITY_POLICY",
+            ),
+            (
+                PolicyKind::Resource,
+                r#"{"Version":"2012-10-17","Statement":{"Effect":"Allow","Action":"lambda:InvokeFunction","Resource":"*"}}"#,
+                "MISSING_PRINCIPAL",
+            ),
+            (
+                PolicyKind::Managed,
+                r#"{"Version":"2012-10-17","Statement":{"Effect":"Allow","Action":"s3:*","Resource":"bucket"}}"#,
+                "INVALID_ARN_RESOURCE",
+            ),
+            (
+                PolicyKind::Managed,
+                r#"{"Version":"2012-10-17","Statement":{"Effect":"Allow","Action":"s3:*","Resource":"*","Condition":{"DateGreaterThan":{"aws:CurrentTime":"soon"}}}}"#,
+                "INVALID_CONDITION_VALUE",
+            ),
+            (
+                PolicyKind::Managed,
+                r#"{"Version":"2012-10-17","Statement":{"Effect":"Allow","Action":"s3:*","Resource":"*","Condition":{"IpAddress":{"aws:SourceIp":"10.0.0.0/99"}}}}"#,
+                "INVALID_CONDITION_VALUE",
+            ),
+            (
+                PolicyKind::Managed,
+                r#"{"Version":"2012-10-17","Statement":{"Effect":"Allow","Action":"s3:*","Resource":"*","Condition":{"StringEqualz":{"k":"v"}}}}"#,
+                "INVALID_CONDITION_OPERATOR",
+            ),
+            (
+                PolicyKind::Managed,
+                r#"{"Version":"2012-10-17","Statement":[{"Sid":"A","Effect":"Allow","Action":"s3:*","Resource":"*"},{"Sid":"A","Effect":"Deny","Action":"s3:*","Resource":"*"}]}"#,
+                "DUPLICATE_SID",
+            ),
+            (
+                PolicyKind::Managed,
+                r#"{"Version":"2012-10-17","Statement":{"Effect":"Allow","Effect":"Deny","Action":"s3:*","Resource":"*"}}"#,
+                "DUPLICATE_KEY",
+            ),
+            (
+                PolicyKind::Managed,
+                r#"{"Version":"2012-10-17","statement":[]}"#,
+                "UNKNOWN_ELEMENT",
+            ),
+            (
+                PolicyKind::Managed,
+                r#"{"Version":"2012-10-17","Statement":{"Effect":"Allow","Action":"s*:Get","Resource":"*"}}"#,
+                "INVALID_ACTION",
+            ),
+            (
+                PolicyKind::Resource,
+                r#"{"Version":"2012-10-17","Statement":{"Effect":"Allow","Principal":{"AWS":"arn:aws:iam::111122223333:user/*"},"Action":"lambda:InvokeFunction","Resource":"*"}}"#,
+                "WILDCARD_IN_PRINCIPAL",
+            ),
+            (
+                PolicyKind::Resource,
+                r#"{"Version":"2012-10-17","Statement":{"Effect":"Allow","NotPrincipal":{"AWS":"111122223333"},"Action":"lambda:InvokeFunction","Resource":"*"}}"#,
+                "NOTPRINCIPAL_WITH_ALLOW",
+            ),
+            (
+                PolicyKind::Managed,
+                r#"{"Version":"2012-10-17"}"#,
+                "MISSING_STATEMENT",
+            ),
+            (
+                PolicyKind::Managed,
+                r#"{"Version":"2012-10-18","Statement":[]}"#,
+                "INVALID_VERSION",
+            ),
         ];
         for (kind, text, code) in cases {
             let (p, f) = parse_with(*kind, text);
@@ -1038,7 +1340,9 @@ mod tests {
         assert!(c.contains(&"MISSING_SOURCE_CONDITION"), "{c:?}");
         assert!(c.contains(&"PUBLIC_ACCESS"));
         assert!(c.contains(&"UNKNOWN_ACTION"));
-        assert!(f.iter().any(|f| f.finding_type == FindingType::SecurityWarning));
+        assert!(f
+            .iter()
+            .any(|f| f.finding_type == FindingType::SecurityWarning));
     }
 
     #[test]
@@ -1069,7 +1373,13 @@ mod tests {
         let text = "%7B%22Version%22%3A%222012-10-17%22%2C%22Statement%22%3A%5B%7B%22Effect%22%3A%22Allow%22%2C%22Action%22%3A%22s3%3A*%22%2C%22Resource%22%3A%22*%22%7D%5D%7D";
         let p = parse_policy_text(text, &node, PolicyKind::Inline, &Origin::file("f"), &mut f);
         assert!(p.is_some(), "{f:?}");
-        let bad = parse_policy_text("{nope", &node, PolicyKind::Inline, &Origin::file("f"), &mut f);
+        let bad = parse_policy_text(
+            "{nope",
+            &node,
+            PolicyKind::Inline,
+            &Origin::file("f"),
+            &mut f,
+        );
         assert!(bad.is_none());
         assert!(codes(&f).contains(&"JSON_SYNTAX_ERROR"));
     }

@@ -214,8 +214,7 @@ impl Pattern {
 /// Unicode case-insensitive equality without allocating.
 pub fn eq_ignore_case(a: &str, b: &str) -> bool {
     a.len() == b.len() && a.eq_ignore_ascii_case(b)
-        || a
-            .chars()
+        || a.chars()
             .flat_map(char::to_lowercase)
             .eq(b.chars().flat_map(char::to_lowercase))
 }
@@ -248,7 +247,11 @@ fn parse_segments(source: &str, syntax: Syntax) -> Result<Vec<Segment>, PatternE
                 if !lit.is_empty() {
                     segments.push(Segment::Lit(std::mem::take(&mut lit).into()));
                 }
-                segments.push(if c == '*' { Segment::Star } else { Segment::One });
+                segments.push(if c == '*' {
+                    Segment::Star
+                } else {
+                    Segment::One
+                });
             }
             _ => lit.push(c),
         }
@@ -296,16 +299,45 @@ struct Cursor {
     off: usize,
 }
 
-fn atom(segments: &[Segment], mut at: Cursor, vars: &dyn VarSource) -> (Atom, Cursor) {
+/// Variable values, resolved once per match (index = segment index).
+const MAX_RESOLVED: usize = 16;
+
+fn atom(
+    segments: &[Segment],
+    resolved: &[Option<&str>],
+    mut at: Cursor,
+    vars: &dyn VarSource,
+) -> (Atom, Cursor) {
     loop {
         let Some(seg) = segments.get(at.seg) else {
             return (Atom::End, at);
         };
         let text = match seg {
-            Segment::Star => return (Atom::Star, Cursor { seg: at.seg + 1, off: 0 }),
-            Segment::One => return (Atom::One, Cursor { seg: at.seg + 1, off: 0 }),
+            Segment::Star => {
+                return (
+                    Atom::Star,
+                    Cursor {
+                        seg: at.seg + 1,
+                        off: 0,
+                    },
+                )
+            }
+            Segment::One => {
+                return (
+                    Atom::One,
+                    Cursor {
+                        seg: at.seg + 1,
+                        off: 0,
+                    },
+                )
+            }
             Segment::Lit(s) => s.as_ref(),
-            Segment::Var(v) => match v.resolve(vars) {
+            Segment::Var(v) => match resolved
+                .get(at.seg)
+                .copied()
+                .flatten()
+                .or_else(|| v.resolve(vars))
+            {
                 Some(s) => s,
                 None => return (Atom::Unresolved, at),
             },
@@ -313,13 +345,24 @@ fn atom(segments: &[Segment], mut at: Cursor, vars: &dyn VarSource) -> (Atom, Cu
         match text.get(at.off..).and_then(|t| t.chars().next()) {
             Some(c) => {
                 let next = if at.off + c.len_utf8() >= text.len() {
-                    Cursor { seg: at.seg + 1, off: 0 }
+                    Cursor {
+                        seg: at.seg + 1,
+                        off: 0,
+                    }
                 } else {
-                    Cursor { seg: at.seg, off: at.off + c.len_utf8() }
+                    Cursor {
+                        seg: at.seg,
+                        off: at.off + c.len_utf8(),
+                    }
                 };
                 return (Atom::Char(c), next);
             }
-            None => at = Cursor { seg: at.seg + 1, off: 0 },
+            None => {
+                at = Cursor {
+                    seg: at.seg + 1,
+                    off: 0,
+                }
+            }
         }
     }
 }
@@ -331,12 +374,22 @@ fn char_eq(a: char, b: char, fold: bool) -> bool {
 /// Glob matching with single-point backtracking: correct for `*`/`?` globs
 /// and linear in practice.
 fn glob(segments: &[Segment], text: &str, vars: &dyn VarSource, fold: bool) -> bool {
+    // Resolve each variable once, not once per character visited.
+    let mut resolved: [Option<&str>; MAX_RESOLVED] = [None; MAX_RESOLVED];
+    for (slot, seg) in resolved.iter_mut().zip(segments) {
+        if let Segment::Var(v) = seg {
+            match v.resolve(vars) {
+                Some(s) => *slot = Some(s),
+                None => return false,
+            }
+        }
+    }
     let mut p = Cursor { seg: 0, off: 0 };
     let mut t = 0usize;
     let mut backtrack: Option<(Cursor, usize)> = None;
     loop {
         let next_char = text.get(t..).and_then(|s| s.chars().next());
-        let (a, after) = atom(segments, p, vars);
+        let (a, after) = atom(segments, &resolved, p, vars);
         let advanced = match a {
             Atom::Unresolved => return false,
             Atom::End if t == text.len() => return true,
@@ -401,7 +454,9 @@ enum ArnKind {
 pub enum ArnPatternError {
     #[error(transparent)]
     Pattern(#[from] PatternError),
-    #[error("`{0}` is not an ARN: expected `arn:partition:service:region:account:resource` or `*`")]
+    #[error(
+        "`{0}` is not an ARN: expected `arn:partition:service:region:account:resource` or `*`"
+    )]
     NotArn(String),
     #[error("`{0}` uses a policy variable outside the resource part of the ARN")]
     VariableOutsideResource(String),
@@ -606,10 +661,20 @@ mod tests {
 
     #[test]
     fn fast_paths_agree_with_general_glob() {
-        for (p, t) in [("ab*", "abc"), ("*bc", "abc"), ("abc", "abc"), ("*", "x"), ("ab*", "a")] {
+        for (p, t) in [
+            ("ab*", "abc"),
+            ("*bc", "abc"),
+            ("abc", "abc"),
+            ("*", "x"),
+            ("ab*", "a"),
+        ] {
             let pat = Pattern::parse(p, GLOB).unwrap();
             let segs = parse_segments(p, GLOB).unwrap();
-            assert_eq!(pat.matches(t, &NoVars), glob(&segs, t, &NoVars, false), "{p} {t}");
+            assert_eq!(
+                pat.matches(t, &NoVars),
+                glob(&segs, t, &NoVars, false),
+                "{p} {t}"
+            );
         }
     }
 
@@ -672,11 +737,23 @@ mod tests {
         let f = "arn:aws:lambda:us-east-1:111122223333:function:f";
         assert!(arn("*", f));
         assert!(arn(f, f));
-        assert!(!arn(f, "arn:aws:lambda:us-east-1:111122223333:function:f:1"));
-        assert!(arn("arn:aws:lambda:us-east-1:111122223333:function:f:*", &format!("{f}:1")));
-        assert!(!arn("arn:aws:lambda:us-east-1:111122223333:function:f:*", f));
+        assert!(!arn(
+            f,
+            "arn:aws:lambda:us-east-1:111122223333:function:f:1"
+        ));
+        assert!(arn(
+            "arn:aws:lambda:us-east-1:111122223333:function:f:*",
+            &format!("{f}:1")
+        ));
+        assert!(!arn(
+            "arn:aws:lambda:us-east-1:111122223333:function:f:*",
+            f
+        ));
         assert!(arn("arn:aws:lambda:us-east-1:111122223333:function:f*", f));
-        assert!(arn("arn:aws:lambda:us-east-1:111122223333:function:f*", &format!("{f}:prod")));
+        assert!(arn(
+            "arn:aws:lambda:us-east-1:111122223333:function:f*",
+            &format!("{f}:prod")
+        ));
         assert!(arn("arn:aws:lambda:*:111122223333:function:*", f));
         assert!(arn("arn:aws:lambda:us-east-?:*:function:f", f));
         // The documented ArnLike vs StringLike example.
@@ -688,7 +765,10 @@ mod tests {
 
     #[test]
     fn arn_pattern_errors() {
-        assert!(matches!(ArnPattern::parse("foo", true), Err(ArnPatternError::NotArn(_))));
+        assert!(matches!(
+            ArnPattern::parse("foo", true),
+            Err(ArnPatternError::NotArn(_))
+        ));
         assert!(matches!(
             ArnPattern::parse("arn:aws:lambda:us-east-1:1", true),
             Err(ArnPatternError::NotArn(_))
@@ -706,9 +786,19 @@ mod tests {
     #[test]
     fn arn_variables_in_resource_part() {
         let vars = Vars(&[("aws:username", "alice")]);
-        let p = ArnPattern::parse("arn:aws:lambda:*:111122223333:function:${aws:username}-*", true).unwrap();
-        assert!(p.matches("arn:aws:lambda:us-east-1:111122223333:function:alice-f", &vars));
-        assert!(!p.matches("arn:aws:lambda:us-east-1:111122223333:function:bob-f", &vars));
+        let p = ArnPattern::parse(
+            "arn:aws:lambda:*:111122223333:function:${aws:username}-*",
+            true,
+        )
+        .unwrap();
+        assert!(p.matches(
+            "arn:aws:lambda:us-east-1:111122223333:function:alice-f",
+            &vars
+        ));
+        assert!(!p.matches(
+            "arn:aws:lambda:us-east-1:111122223333:function:bob-f",
+            &vars
+        ));
         assert_eq!(p.service(), Some("lambda"));
     }
 }

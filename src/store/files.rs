@@ -3,7 +3,9 @@
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 
-use super::{Group, ManagedPolicy, NamedPolicy, ResourcePolicy, Role, ServiceControlPolicy, Store, User};
+use super::{
+    Group, ManagedPolicy, NamedPolicy, ResourcePolicy, Role, ServiceControlPolicy, Store, User,
+};
 use crate::finding::{FindingType, Findings, Location, Origin};
 use crate::json::{self, JsonPath, Node, Value};
 use crate::policy::arn::{is_account_id, Arn};
@@ -42,7 +44,12 @@ impl FileCx<'_> {
             Some(n) => match n.as_str() {
                 Some(s) => Some(s),
                 None => {
-                    self.error("INVALID_TYPE", &path.key(key), n, format!("`{key}` must be a string"));
+                    self.error(
+                        "INVALID_TYPE",
+                        &path.key(key),
+                        n,
+                        format!("`{key}` must be a string"),
+                    );
                     None
                 }
             },
@@ -59,7 +66,12 @@ impl FileCx<'_> {
     }
 
     /// The items of an optional array member.
-    fn array<'n>(&mut self, obj: &'n Node, path: &JsonPath, key: &str) -> Vec<(JsonPath, &'n Node)> {
+    fn array<'n>(
+        &mut self,
+        obj: &'n Node,
+        path: &JsonPath,
+        key: &str,
+    ) -> Vec<(JsonPath, &'n Node)> {
         match obj.get(key) {
             None => Vec::new(),
             Some(n) => match &n.value {
@@ -82,7 +94,12 @@ impl FileCx<'_> {
     }
 
     /// A policy document given as an object or as (URL-encoded) JSON text.
-    fn document(&mut self, node: &Node, path: &JsonPath, kind: PolicyKind) -> Option<(Policy, usize)> {
+    fn document(
+        &mut self,
+        node: &Node,
+        path: &JsonPath,
+        kind: PolicyKind,
+    ) -> Option<(Policy, usize)> {
         match &node.value {
             Value::Object(_) => {
                 let origin = self.origin.nested(path);
@@ -99,7 +116,10 @@ impl FileCx<'_> {
                     "INVALID_DOCUMENT",
                     path,
                     node,
-                    format!("a policy document must be an object or a JSON string, found {}", other.kind()),
+                    format!(
+                        "a policy document must be an object or a JSON string, found {}",
+                        other.kind()
+                    ),
                 );
                 None
             }
@@ -114,9 +134,10 @@ impl FileCx<'_> {
                 self.error("MISSING_FIELD", &ipath, item, "`PolicyDocument` is missing");
                 continue;
             };
-            if let (Some(name), Some((policy, size))) =
-                (name, self.document(doc, &ipath.key("PolicyDocument"), PolicyKind::Inline))
-            {
+            if let (Some(name), Some((policy, size))) = (
+                name,
+                self.document(doc, &ipath.key("PolicyDocument"), PolicyKind::Inline),
+            ) {
                 out.push(NamedPolicy {
                     name: name.to_owned(),
                     policy,
@@ -140,13 +161,17 @@ impl FileCx<'_> {
     fn boundary(&mut self, obj: &Node, path: &JsonPath) -> Option<String> {
         let b = obj.get("PermissionsBoundary")?;
         let bpath = path.key("PermissionsBoundary");
-        self.string(b, &bpath, "PermissionsBoundaryArn").map(str::to_owned)
+        self.string(b, &bpath, "PermissionsBoundaryArn")
+            .map(str::to_owned)
     }
 
     fn tags(&mut self, obj: &Node, path: &JsonPath) -> Vec<(String, String)> {
         let mut out = Vec::new();
         for (ipath, item) in self.array(obj, path, "Tags") {
-            if let (Some(k), Some(v)) = (self.string(item, &ipath, "Key"), self.string(item, &ipath, "Value")) {
+            if let (Some(k), Some(v)) = (
+                self.string(item, &ipath, "Key"),
+                self.string(item, &ipath, "Value"),
+            ) {
                 out.push((k.to_owned(), v.to_owned()));
             }
         }
@@ -154,7 +179,14 @@ impl FileCx<'_> {
     }
 
     /// The account of an IAM entity ARN (`arn:aws:iam::ACCOUNT:user/...`), checked.
-    fn entity_arn(&mut self, item: &Node, path: &JsonPath, kind: &str, name: &str, fallback: Option<&str>) -> Option<(String, String)> {
+    fn entity_arn(
+        &mut self,
+        item: &Node,
+        path: &JsonPath,
+        kind: &str,
+        name: &str,
+        fallback: Option<&str>,
+    ) -> Option<(String, String)> {
         let arn_text = match item.get("Arn") {
             Some(_) => self.string(item, path, "Arn")?.to_owned(),
             None => {
@@ -215,7 +247,11 @@ impl Builder {
             findings,
         };
         let has = |k: &str| root.get(k).is_some();
-        if has("UserDetailList") || has("GroupDetailList") || has("RoleDetailList") || has("Policies") {
+        if has("UserDetailList")
+            || has("GroupDetailList")
+            || has("RoleDetailList")
+            || has("Policies")
+        {
             self.authorization_details(&mut cx, &root);
         } else if has("Policy") {
             self.resource_policy(&mut cx, &root);
@@ -237,7 +273,12 @@ impl Builder {
             Some(n) => match n.as_str() {
                 Some(a) if is_account_id(a) => Some(a.to_owned()),
                 _ => {
-                    cx.error("INVALID_ACCOUNT_ID", &top.key("AccountId"), n, "`AccountId` must be a 12-digit string");
+                    cx.error(
+                        "INVALID_ACCOUNT_ID",
+                        &top.key("AccountId"),
+                        n,
+                        "`AccountId` must be a 12-digit string",
+                    );
                     None
                 }
             },
@@ -249,23 +290,39 @@ impl Builder {
         }
 
         for (path, item) in cx.array(root, &top, "Policies") {
-            let Some(arn) = cx.string(item, &path, "Arn").map(str::to_owned) else { continue };
-            let name = cx.opt_string(item, &path, "PolicyName").unwrap_or_default().to_owned();
-            let default_id = cx.opt_string(item, &path, "DefaultVersionId").map(str::to_owned);
+            let Some(arn) = cx.string(item, &path, "Arn").map(str::to_owned) else {
+                continue;
+            };
+            let name = cx
+                .opt_string(item, &path, "PolicyName")
+                .unwrap_or_default()
+                .to_owned();
+            let default_id = cx
+                .opt_string(item, &path, "DefaultVersionId")
+                .map(str::to_owned);
             let versions = cx.array(item, &path, "PolicyVersionList");
             let chosen = versions.iter().find(|(_, v)| {
-                matches!(v.get("IsDefaultVersion").map(|n| &n.value), Some(Value::Bool(true)))
-                    || (default_id.is_some() && v.get("VersionId").and_then(Node::as_str) == default_id.as_deref())
+                matches!(
+                    v.get("IsDefaultVersion").map(|n| &n.value),
+                    Some(Value::Bool(true))
+                ) || (default_id.is_some()
+                    && v.get("VersionId").and_then(Node::as_str) == default_id.as_deref())
             });
             let Some((vpath, version)) = chosen else {
-                cx.error("MISSING_DEFAULT_VERSION", &path, item, format!("managed policy `{arn}` has no default version in PolicyVersionList"));
+                cx.error(
+                    "MISSING_DEFAULT_VERSION",
+                    &path,
+                    item,
+                    format!("managed policy `{arn}` has no default version in PolicyVersionList"),
+                );
                 continue;
             };
             let Some(doc) = version.get("Document") else {
                 cx.error("MISSING_FIELD", vpath, version, "`Document` is missing");
                 continue;
             };
-            if let Some((policy, _)) = cx.document(doc, &vpath.key("Document"), PolicyKind::Managed) {
+            if let Some((policy, _)) = cx.document(doc, &vpath.key("Document"), PolicyKind::Managed)
+            {
                 self.store.managed.push(ManagedPolicy {
                     arn,
                     name,
@@ -276,8 +333,12 @@ impl Builder {
         }
 
         for (path, item) in cx.array(root, &top, "UserDetailList") {
-            let Some(name) = cx.string(item, &path, "UserName").map(str::to_owned) else { continue };
-            let Some((arn, account)) = cx.entity_arn(item, &path, "user", &name, hint) else { continue };
+            let Some(name) = cx.string(item, &path, "UserName").map(str::to_owned) else {
+                continue;
+            };
+            let Some((arn, account)) = cx.entity_arn(item, &path, "user", &name, hint) else {
+                continue;
+            };
             let groups = cx
                 .array(item, &path, "GroupList")
                 .into_iter()
@@ -306,8 +367,12 @@ impl Builder {
         }
 
         for (path, item) in cx.array(root, &top, "GroupDetailList") {
-            let Some(name) = cx.string(item, &path, "GroupName").map(str::to_owned) else { continue };
-            let Some((arn, account)) = cx.entity_arn(item, &path, "group", &name, hint) else { continue };
+            let Some(name) = cx.string(item, &path, "GroupName").map(str::to_owned) else {
+                continue;
+            };
+            let Some((arn, account)) = cx.entity_arn(item, &path, "group", &name, hint) else {
+                continue;
+            };
             let group = Group {
                 inline: cx.named_policies(item, &path, "GroupPolicyList"),
                 attached: cx.attached(item, &path),
@@ -321,14 +386,29 @@ impl Builder {
         }
 
         for (path, item) in cx.array(root, &top, "RoleDetailList") {
-            let Some(name) = cx.string(item, &path, "RoleName").map(str::to_owned) else { continue };
-            let Some((arn, account)) = cx.entity_arn(item, &path, "role", &name, hint) else { continue };
+            let Some(name) = cx.string(item, &path, "RoleName").map(str::to_owned) else {
+                continue;
+            };
+            let Some((arn, account)) = cx.entity_arn(item, &path, "role", &name, hint) else {
+                continue;
+            };
             let trust = match item.get("AssumeRolePolicyDocument") {
                 Some(doc) => cx
-                    .document(doc, &path.key("AssumeRolePolicyDocument"), PolicyKind::Trust)
+                    .document(
+                        doc,
+                        &path.key("AssumeRolePolicyDocument"),
+                        PolicyKind::Trust,
+                    )
                     .map(|(p, _)| p),
                 None => {
-                    cx.warn("MISSING_TRUST_POLICY", &path, item, format!("role `{name}` has no AssumeRolePolicyDocument: nobody can assume it"));
+                    cx.warn(
+                        "MISSING_TRUST_POLICY",
+                        &path,
+                        item,
+                        format!(
+                            "role `{name}` has no AssumeRolePolicyDocument: nobody can assume it"
+                        ),
+                    );
                     None
                 }
             };
@@ -353,12 +433,19 @@ impl Builder {
         let top = JsonPath::root();
         for m in root.members().unwrap_or_default() {
             if !matches!(m.key.as_str(), "Policy" | "RevisionId" | "ResourceArn") {
-                cx.warn("UNKNOWN_FIELD", &top.key(&m.key), &m.value, format!("`{}` is ignored in a resource policy file", m.key));
+                cx.warn(
+                    "UNKNOWN_FIELD",
+                    &top.key(&m.key),
+                    &m.value,
+                    format!("`{}` is ignored in a resource policy file", m.key),
+                );
             }
         }
         let declared = cx.opt_string(root, &top, "ResourceArn").map(str::to_owned);
         let revision_id = cx.opt_string(root, &top, "RevisionId").map(str::to_owned);
-        let Some(doc) = root.get("Policy") else { return };
+        let Some(doc) = root.get("Policy") else {
+            return;
+        };
         let Some((policy, _)) = cx.document(doc, &top.key("Policy"), PolicyKind::Resource) else {
             return;
         };
@@ -373,12 +460,19 @@ impl Builder {
         let resource_arn = match declared {
             Some(arn) => {
                 if let Err(e) = Arn::parse(&arn) {
-                    cx.error("INVALID_ARN", &top.key("ResourceArn"), root.get("ResourceArn").unwrap_or(root), e.to_string());
+                    cx.error(
+                        "INVALID_ARN",
+                        &top.key("ResourceArn"),
+                        root.get("ResourceArn").unwrap_or(root),
+                        e.to_string(),
+                    );
                     return;
                 }
                 for s in &policy.statements {
                     if let Some(r) = &s.resource {
-                        if !r.matches(&arn, &crate::policy::pattern::NoVars) && !r.patterns.iter().any(|p| p.has_variables()) {
+                        if !r.matches(&arn, &crate::policy::pattern::NoVars)
+                            && !r.patterns.iter().any(|p| p.has_variables())
+                        {
                             cx.findings.push(
                                 FindingType::Warning,
                                 "RESOURCE_MISMATCH",
@@ -424,7 +518,9 @@ impl Builder {
     fn service_control_policies(&mut self, cx: &mut FileCx<'_>, root: &Node) {
         let top = JsonPath::root();
         for (path, item) in cx.array(root, &top, "ServiceControlPolicies") {
-            let Some(name) = cx.string(item, &path, "Name").map(str::to_owned) else { continue };
+            let Some(name) = cx.string(item, &path, "Name").map(str::to_owned) else {
+                continue;
+            };
             let Some(content) = item.get("Content") else {
                 cx.error("MISSING_FIELD", &path, item, "`Content` is missing");
                 continue;
@@ -433,11 +529,21 @@ impl Builder {
             for (tpath, t) in cx.array(item, &path, "Targets") {
                 match t.as_str() {
                     Some(a) if is_account_id(a) => targets.push(a.to_owned()),
-                    _ => cx.error("INVALID_ACCOUNT_ID", &tpath, t, "SCP targets must be 12-digit account ids"),
+                    _ => cx.error(
+                        "INVALID_ACCOUNT_ID",
+                        &tpath,
+                        t,
+                        "SCP targets must be 12-digit account ids",
+                    ),
                 }
             }
             if targets.is_empty() {
-                cx.warn("UNATTACHED_SCP", &path, item, format!("SCP `{name}` has no Targets and affects no account"));
+                cx.warn(
+                    "UNATTACHED_SCP",
+                    &path,
+                    item,
+                    format!("SCP `{name}` has no Targets and affects no account"),
+                );
             }
             if let Some((policy, _)) = cx.document(content, &path.key("Content"), PolicyKind::Scp) {
                 self.store.scps.push(ServiceControlPolicy {
@@ -455,18 +561,19 @@ impl Builder {
         let s = &mut self.store;
         let managed: HashSet<&str> = s.managed.iter().map(|m| m.arn.as_str()).collect();
 
-        let mut dup = |what: &str, key: &str, loc: &Location, seen: &mut HashMap<String, Location>| {
-            if let Some(first) = seen.get(key) {
-                findings.push(
-                    FindingType::Error,
-                    "DUPLICATE_ENTITY",
-                    loc.clone(),
-                    format!("{what} `{key}` is defined twice (first at {first})"),
-                );
-            } else {
-                seen.insert(key.to_owned(), loc.clone());
-            }
-        };
+        let mut dup =
+            |what: &str, key: &str, loc: &Location, seen: &mut HashMap<String, Location>| {
+                if let Some(first) = seen.get(key) {
+                    findings.push(
+                        FindingType::Error,
+                        "DUPLICATE_ENTITY",
+                        loc.clone(),
+                        format!("{what} `{key}` is defined twice (first at {first})"),
+                    );
+                } else {
+                    seen.insert(key.to_owned(), loc.clone());
+                }
+            };
         let mut seen = HashMap::new();
         for u in &s.users {
             dup("user", &u.arn, &u.location, &mut seen);
@@ -481,7 +588,12 @@ impl Builder {
             dup("managed policy", &m.arn, &m.location, &mut seen);
         }
         for r in &s.resource_policies {
-            dup("the resource policy of", &r.resource_arn, &r.location, &mut seen);
+            dup(
+                "the resource policy of",
+                &r.resource_arn,
+                &r.location,
+                &mut seen,
+            );
         }
         // IAM names are unique per account, ignoring case.
         let mut names = HashMap::new();
@@ -489,8 +601,16 @@ impl Builder {
             .users
             .iter()
             .map(|u| ("user", &u.account, &u.name, &u.location))
-            .chain(s.roles.iter().map(|r| ("role", &r.account, &r.name, &r.location)))
-            .chain(s.groups.iter().map(|g| ("group", &g.account, &g.name, &g.location)))
+            .chain(
+                s.roles
+                    .iter()
+                    .map(|r| ("role", &r.account, &r.name, &r.location)),
+            )
+            .chain(
+                s.groups
+                    .iter()
+                    .map(|g| ("group", &g.account, &g.name, &g.location)),
+            )
         {
             let key = format!("{kind}:{account}:{}", name.to_lowercase());
             dup(kind, &key, loc, &mut names);
@@ -502,7 +622,9 @@ impl Builder {
                     FindingType::Error,
                     "UNKNOWN_MANAGED_POLICY",
                     loc.clone(),
-                    format!("{whose} refers to managed policy `{arn}`, which no store file defines"),
+                    format!(
+                        "{whose} refers to managed policy `{arn}`, which no store file defines"
+                    ),
                 );
             }
         };
@@ -521,7 +643,11 @@ impl Builder {
                 missing(a, &format!("role `{}`", r.name), &r.location);
             }
         }
-        let group_names: HashSet<(&str, &str)> = s.groups.iter().map(|g| (g.account.as_str(), g.name.as_str())).collect();
+        let group_names: HashSet<(&str, &str)> = s
+            .groups
+            .iter()
+            .map(|g| (g.account.as_str(), g.name.as_str()))
+            .collect();
         for u in &s.users {
             for g in &u.groups {
                 if !group_names.contains(&(u.account.as_str(), g.as_str())) {
@@ -529,12 +655,19 @@ impl Builder {
                         FindingType::Error,
                         "UNKNOWN_GROUP",
                         u.location.clone(),
-                        format!("user `{}` is in group `{g}`, which no store file defines", u.name),
+                        format!(
+                            "user `{}` is in group `{g}`, which no store file defines",
+                            u.name
+                        ),
                     );
                 }
             }
         }
-        let aggregate = |kind: &str, name: &str, policies: &[NamedPolicy], loc: &Location, findings: &mut Findings| {
+        let aggregate = |kind: &str,
+                         name: &str,
+                         policies: &[NamedPolicy],
+                         loc: &Location,
+                         findings: &mut Findings| {
             let total: usize = policies.iter().map(|p| p.size).sum();
             let limit = super::inline_aggregate_limit(kind);
             if total > limit {

@@ -119,13 +119,21 @@ impl Store {
                 .iter()
                 .map(|r| inline(&r.inline) + r.trust.as_ref().map_or(0, |t| t.statements.len()))
                 .sum::<usize>()
-            + self.managed.iter().map(|m| m.policy.statements.len()).sum::<usize>()
+            + self
+                .managed
+                .iter()
+                .map(|m| m.policy.statements.len())
+                .sum::<usize>()
             + self
                 .resource_policies
                 .iter()
                 .map(|r| r.policy.statements.len())
                 .sum::<usize>()
-            + self.scps.iter().map(|s| s.policy.statements.len()).sum::<usize>()
+            + self
+                .scps
+                .iter()
+                .map(|s| s.policy.statements.len())
+                .sum::<usize>()
     }
 
     /// Total policy documents.
@@ -220,6 +228,20 @@ pub fn load_with_findings(dir: &Path) -> Result<(Option<Store>, Findings), LoadE
     }
     let store = builder.finish(&mut findings);
     Ok(((!findings.has_errors()).then_some(store), findings))
+}
+
+/// Builds a store from file names and contents already in memory, with the
+/// same checks as [`load_with_findings`]; `None` when any ERROR rejects it.
+pub fn from_texts<'a>(
+    files: impl IntoIterator<Item = (&'a str, &'a str)>,
+) -> (Option<Store>, Findings) {
+    let mut findings = Findings::new();
+    let mut builder = files::Builder::default();
+    for (name, text) in files {
+        builder.add_file(name, text, &mut findings);
+    }
+    let store = builder.finish(&mut findings);
+    ((!findings.has_errors()).then_some(store), findings)
 }
 
 fn read_file(path: &Path) -> Result<String, String> {
