@@ -5,9 +5,15 @@
 //! [`engine::Decision`]. Loading a store directory ([`store`]) and the
 //! adapters (CLI, gRPC, Envoy) live around it.
 
+pub mod app;
 pub mod catalog;
+pub mod config;
 pub mod engine;
 pub mod finding;
 pub mod json;
+pub mod metrics;
 pub mod policy;
+pub mod reload;
+pub mod server;
 pub mod store;
+pub mod telemetry;

@@ -1,4 +1,4 @@
-//! The `iamd` command: validate a store, check one request, or serve.
+//! The `iamd` command: serve, validate a store, or check one request.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -20,6 +20,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run the authorization sidecar (gRPC Authorizer, Envoy ext_authz, health, reflection, /metrics).
+    Serve(iamd::config::ServeArgs),
     /// Load a store and print every finding; exit 1 if any ERROR rejects it.
     Validate(ValidateArgs),
     /// Decide one request against a store.
@@ -64,8 +66,35 @@ struct CheckArgs {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
+        Command::Serve(args) => serve(args),
         Command::Validate(args) => validate(&args),
         Command::Check(args) => check(&args),
+    }
+}
+
+fn serve(args: iamd::config::ServeArgs) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("iamd: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let result: anyhow::Result<()> = runtime.block_on(async {
+        let otlp = args.otlp();
+        let _telemetry = iamd::telemetry::init(args.log_format, &args.log, otlp.as_deref())?;
+        iamd::app::serve(args).await?;
+        Ok(())
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("iamd: {e:#}");
+            ExitCode::from(1)
+        }
     }
 }
 

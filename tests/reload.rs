@@ -1,0 +1,249 @@
+//! Hot reload against the running binary: file edits, invalid stores, fixes,
+//! Kubernetes ConfigMap symlink swaps, SIGHUP, and decisions under a storm of
+//! rewrites.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::{parse_prometheus, request, sample, write_atomic, Iamd};
+use iamd::server::pb::Decision;
+
+const FUNCTION: &str = "arn:aws:lambda:us-east-1:111122223333:function:f";
+const CALLER: &str = "arn:aws:iam::111122223333:user/partner";
+
+/// A function policy letting the account's own users invoke `f` (a same-account `*` grant needs no identity policy), with the given effect.
+fn policy(effect: &str) -> String {
+    format!(
+        r#"{{"Policy": {{"Version": "2012-10-17", "Id": "default", "Statement": [
+  {{"Sid": "partner", "Effect": "{effect}", "Principal": "*", "Action": "lambda:InvokeFunction",
+    "Resource": "{FUNCTION}", "Condition": {{"StringEquals": {{"aws:PrincipalAccount": "111122223333"}}}}}}]}}}}"#
+    )
+}
+
+async fn decision(iamd: &Iamd) -> (Decision, u64) {
+    let mut client = iamd.client().await;
+    let r = client
+        .authorize(request(CALLER, "lambda:InvokeFunction", FUNCTION, &[]))
+        .await
+        .unwrap()
+        .into_inner();
+    (r.decision(), r.revision)
+}
+
+/// Polls until the decision is `want`, returning how long it took.
+async fn wait_decision(iamd: &Iamd, want: Decision, within: Duration) -> Duration {
+    let start = Instant::now();
+    loop {
+        let (d, _) = decision(iamd).await;
+        if d == want {
+            return start.elapsed();
+        }
+        assert!(
+            start.elapsed() < within,
+            "decision did not become {want:?} within {within:?} (still {d:?})"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+fn failures(iamd: &Iamd) -> f64 {
+    sample(
+        &parse_prometheus(&iamd.metrics_text()),
+        "iamd_reloads_total",
+        &[("result", "failure")],
+    )
+    .unwrap()
+}
+
+fn validate(dir: &Path) -> (Option<i32>, String) {
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_iamd"))
+        .args(["validate", "--store"])
+        .arg(dir)
+        .output()
+        .unwrap();
+    (
+        o.status.code(),
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn edits_flip_decisions_and_bad_stores_keep_the_last_good_snapshot() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("f.json");
+    write_atomic(&file, &policy("Allow"));
+    let iamd = Iamd::start_loaded(dir.path(), &[]);
+    assert_eq!(decision(&iamd).await, (Decision::Allow, 1));
+
+    // A policy change flips the decision within 2 seconds.
+    write_atomic(&file, &policy("Deny"));
+    let took = wait_decision(&iamd, Decision::ExplicitDeny, Duration::from_secs(2)).await;
+    assert_eq!(
+        decision(&iamd).await.1,
+        2,
+        "one reload, one revision (took {took:?})"
+    );
+
+    // An invalid file: the old decision holds, the failure is counted, logged and named by validate.
+    let before = failures(&iamd);
+    std::fs::write(
+        dir.path().join("broken.json"),
+        "{\"Policy\": {\"Version\": \"2012-10-17\", \"Statement\": [{\"Effect\": \"Permit\"}]}}",
+    )
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while failures(&iamd) <= before {
+        assert!(
+            Instant::now() < deadline,
+            "the failed reload was not counted"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert_eq!(decision(&iamd).await, (Decision::ExplicitDeny, 2));
+    let log = iamd
+        .wait_for_log(Duration::from_secs(2), |v| {
+            v["fields"]["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("store rejected"))
+        })
+        .unwrap();
+    assert!(
+        log["fields"]["first_error"]
+            .as_str()
+            .unwrap()
+            .contains("broken.json"),
+        "{log}"
+    );
+    let (code, out) = validate(dir.path());
+    assert_eq!(code, Some(1));
+    assert!(
+        out.contains("broken.json:1:") && out.contains("INVALID_EFFECT"),
+        "{out}"
+    );
+
+    // Fix it: the reload succeeds and the new policy applies.
+    write_atomic(
+        &dir.path().join("broken.json"),
+        &policy("Allow").replace(FUNCTION, &format!("{FUNCTION}:prod")),
+    );
+    wait_decision(&iamd, Decision::ExplicitDeny, Duration::from_secs(2)).await;
+    write_atomic(&file, &policy("Allow"));
+    wait_decision(&iamd, Decision::Allow, Duration::from_secs(2)).await;
+    let samples = parse_prometheus(&iamd.metrics_text());
+    let revision = sample(&samples, "iamd_snapshot_revision", &[]).unwrap();
+    assert!(revision >= 3.0, "{revision}");
+    assert_eq!(decision(&iamd).await.1 as f64, revision);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn configmap_symlink_swap_is_picked_up() {
+    // The layout the kubelet writes: a timestamped folder, `..data` pointing at
+    // it, and visible names linking through `..data`.
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let v1 = root.join("..2026_11_27_10_00_00.000000001");
+    std::fs::create_dir(&v1).unwrap();
+    std::fs::write(v1.join("f.json"), policy("Allow")).unwrap();
+    std::os::unix::fs::symlink("..2026_11_27_10_00_00.000000001", root.join("..data")).unwrap();
+    std::os::unix::fs::symlink("..data/f.json", root.join("f.json")).unwrap();
+    let iamd = Iamd::start_loaded(root, &[]);
+    assert_eq!(decision(&iamd).await, (Decision::Allow, 1));
+    let loaded = iamd
+        .wait_for_log(Duration::from_secs(1), |v| {
+            v["fields"]["message"] == "store loaded"
+        })
+        .unwrap();
+    assert_eq!(
+        loaded["fields"]["statements"], 1,
+        "the file is read once, through the visible link"
+    );
+
+    // The update: a new folder, a new `..data_tmp` link, renamed over `..data`, old folder removed.
+    let v2 = root.join("..2026_11_27_10_05_00.000000002");
+    std::fs::create_dir(&v2).unwrap();
+    std::fs::write(v2.join("f.json"), policy("Deny")).unwrap();
+    std::os::unix::fs::symlink("..2026_11_27_10_05_00.000000002", root.join("..data_tmp")).unwrap();
+    std::fs::rename(root.join("..data_tmp"), root.join("..data")).unwrap();
+    std::fs::remove_dir_all(&v1).unwrap();
+    wait_decision(&iamd, Decision::ExplicitDeny, Duration::from_secs(2)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_forces_a_reload() {
+    let dir = tempfile::tempdir().unwrap();
+    write_atomic(&dir.path().join("f.json"), &policy("Allow"));
+    let iamd = Iamd::start_loaded(dir.path(), &[]);
+    assert_eq!(decision(&iamd).await.1, 1);
+    iamd.signal("HUP");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while decision(&iamd).await.1 != 2 {
+        assert!(Instant::now() < deadline, "SIGHUP did not reload");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert!(iamd.count_logs(|v| v["fields"]["message"] == "SIGHUP: reloading the store") == 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn decisions_stay_consistent_while_the_store_is_rewritten_50_times() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("f.json");
+    write_atomic(&file, &policy("Allow"));
+    let iamd = Iamd::start_loaded(dir.path(), &["--reload-debounce-ms", "5"]);
+    let done = Arc::new(AtomicBool::new(false));
+    let mut clients = Vec::new();
+    for _ in 0..16 {
+        let mut client = iamd.client().await;
+        let done = done.clone();
+        clients.push(tokio::spawn(async move {
+            let (mut n, mut last_revision, mut seen) =
+                (0u64, 0u64, std::collections::BTreeSet::new());
+            while !done.load(Ordering::Relaxed) {
+                let r = client
+                    .authorize(request(CALLER, "lambda:InvokeFunction", FUNCTION, &[]))
+                    .await
+                    .expect("no request fails during reloads")
+                    .into_inner();
+                // Old store (Allow) or new store (Deny), never anything else.
+                assert!(
+                    matches!(r.decision(), Decision::Allow | Decision::ExplicitDeny),
+                    "{r:?}"
+                );
+                assert!(r.revision >= last_revision, "revisions never go back");
+                last_revision = r.revision;
+                seen.insert(r.decision() as i32);
+                n += 1;
+            }
+            (n, seen.len())
+        }));
+    }
+    for i in 0..50 {
+        write_atomic(&file, &policy(if i % 2 == 0 { "Deny" } else { "Allow" }));
+        tokio::time::sleep(Duration::from_millis(30)).await;
+    }
+    // The last write (i = 49) allows: wait for it to be served, then stop.
+    wait_decision(&iamd, Decision::Allow, Duration::from_secs(2)).await;
+    done.store(true, Ordering::Relaxed);
+    let mut total = 0;
+    for c in clients {
+        let (n, kinds) = c.await.unwrap();
+        assert!(n > 0);
+        assert!(kinds >= 1);
+        total += n;
+    }
+    let samples = parse_prometheus(&iamd.metrics_text());
+    let reloads = sample(&samples, "iamd_reloads_total", &[("result", "success")]).unwrap();
+    assert!(
+        reloads >= 10.0,
+        "reloads happened during the storm ({reloads})"
+    );
+    assert_eq!(
+        sample(&samples, "iamd_reloads_total", &[("result", "failure")]),
+        Some(0.0)
+    );
+    assert!(total > 100, "clients kept deciding ({total})");
+}
