@@ -111,7 +111,11 @@ impl<'r> EvalContext<'r> {
             );
         }
         if eq("aws:PrincipalAccount") {
-            return p.account();
+            // Present for every request; "anonymous" for unsigned ones (IAM UG, global keys).
+            return match p {
+                Principal::Anonymous => Some("anonymous"),
+                _ => p.account(),
+            };
         }
         if eq("aws:PrincipalType") {
             return match p {
