@@ -19,7 +19,7 @@ use tonic_health::ServingStatus;
 use crate::config::ServeArgs;
 use crate::metrics::{self, Metrics};
 use crate::reload::{self, ReloadObserver, Reloaded, SnapshotCell, Trigger};
-use crate::server::{pb, AppState, AuthorizerService};
+use crate::server::{pb, AppState, AuthorizerService, EnvoyAuthorizer};
 use crate::store::LoadError;
 
 type AuthorizerServer = pb::authorizer_server::AuthorizerServer<AuthorizerService>;
@@ -43,6 +43,8 @@ pub enum ServeError {
     },
     #[error("cannot build server reflection: {0}")]
     Reflection(String),
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
     #[error("cannot install signal handlers: {0}")]
     Signals(std::io::Error),
     #[error("the gRPC server failed: {0}")]
@@ -112,6 +114,7 @@ async fn bind_tcp(what: &'static str, addr: SocketAddr) -> Result<TcpListener, S
 
 /// Runs the sidecar until SIGTERM or SIGINT.
 pub async fn serve(args: ServeArgs) -> Result<(), ServeError> {
+    let envoy_config = args.envoy()?;
     let metrics = Arc::new(Metrics::install()?);
     let cell = Arc::new(SnapshotCell::new());
     let (health, health_service) = tonic_health::server::health_reporter();
@@ -131,6 +134,10 @@ pub async fn serve(args: ServeArgs) -> Result<(), ServeError> {
     let authorizer_server = AuthorizerServer::new(authorizer.clone())
         .max_decoding_message_size(hard_limit)
         .max_encoding_message_size(64 << 20);
+    let envoy_server = envoy_types::ext_authz::v3::pb::AuthorizationServer::new(
+        EnvoyAuthorizer::new(state.clone(), envoy_config),
+    )
+    .max_decoding_message_size(hard_limit.max(4 << 20));
     let reflection_v1 = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -147,6 +154,7 @@ pub async fn serve(args: ServeArgs) -> Result<(), ServeError> {
             .add_service(reflection_v1.clone())
             .add_service(reflection_v1alpha.clone())
             .add_service(authorizer_server.clone())
+            .add_service(envoy_server.clone())
     };
 
     let grpc = bind_tcp("the gRPC address", args.grpc_addr).await?;

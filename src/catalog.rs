@@ -12,8 +12,19 @@ pub struct ActionInfo {
     pub access_level: &'static str,
     /// Resource types (`function*`, `layerVersion*`); empty for `*`-only actions.
     pub resource_types: &'static str,
+    /// Condition keys the action supports (comma-separated, as the reference lists them).
+    pub condition_keys: &'static str,
     /// False when the action supports only `"Resource": "*"`.
     pub resource_level: bool,
+}
+
+impl ActionInfo {
+    /// Whether the action supports the condition key `key`.
+    pub fn supports_key(&self, key: &str) -> bool {
+        self.condition_keys
+            .split(',')
+            .any(|k| k.trim().eq_ignore_ascii_case(key))
+    }
 }
 
 static LAMBDA_ACTIONS: LazyLock<Vec<ActionInfo>> = LazyLock::new(|| {
@@ -24,6 +35,7 @@ static LAMBDA_ACTIONS: LazyLock<Vec<ActionInfo>> = LazyLock::new(|| {
                 name,
                 access_level: cols.get(1).copied().unwrap_or_default(),
                 resource_types: cols.get(2).copied().unwrap_or_default(),
+                condition_keys: cols.get(3).copied().unwrap_or_default(),
                 resource_level: cols.get(4).copied() == Some("yes"),
             })
         })

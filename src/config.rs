@@ -1,11 +1,18 @@
 //! `iamd serve` configuration: flags, each with an `IAMD_*` environment variable.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use clap::{Args, ValueEnum};
 
-use crate::server::Limits;
+use crate::routes::ArnDefaults;
+use crate::server::{EnvoyConfig, Limits};
+
+/// A configuration value that cannot work, with the flag it came from.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(String);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
@@ -68,6 +75,29 @@ pub struct ServeArgs {
     #[arg(long, env = "IAMD_MAX_CONTEXT_VALUE_BYTES", default_value_t = 4096)]
     pub max_context_value_bytes: usize,
 
+    /// Envoy ext_authz: the region of functions named without an ARN.
+    #[arg(long, env = "IAMD_LAMBDA_REGION")]
+    pub lambda_region: Option<String>,
+
+    /// Envoy ext_authz: the account of functions named without an ARN.
+    #[arg(long, env = "IAMD_LAMBDA_ACCOUNT")]
+    pub lambda_account: Option<String>,
+
+    /// Envoy ext_authz: the partition of ARNs iamd builds.
+    #[arg(long, env = "IAMD_LAMBDA_PARTITION", default_value = "aws")]
+    pub lambda_partition: String,
+
+    /// Envoy ext_authz: a request header, set by the mesh and trusted, that
+    /// names the principal (an IAM ARN). Off unless set: never trust a header
+    /// a client can send straight through.
+    #[arg(long, env = "IAMD_PRINCIPAL_HEADER")]
+    pub principal_header: Option<String>,
+
+    /// Envoy ext_authz: a JSON file mapping SPIFFE IDs (peer certificate URI
+    /// SANs) to IAM role ARNs, e.g. {"spiffe://cluster.local/ns/a/sa/b": "arn:aws:iam::111122223333:role/b"}.
+    #[arg(long, env = "IAMD_SPIFFE_ROLES")]
+    pub spiffe_roles: Option<PathBuf>,
+
     /// On SIGTERM/SIGINT, how long in-flight RPCs may take to finish, in seconds.
     #[arg(long, env = "IAMD_SHUTDOWN_GRACE_SECS", default_value_t = 10)]
     pub shutdown_grace_secs: u64,
@@ -82,6 +112,62 @@ impl ServeArgs {
             max_context_values: self.max_context_values,
             max_context_value_bytes: self.max_context_value_bytes,
         }
+    }
+
+    /// The ext_authz settings, with the SPIFFE role table read and checked.
+    pub fn envoy(&self) -> Result<EnvoyConfig, ConfigError> {
+        if let Some(a) = &self.lambda_account {
+            if !crate::policy::arn::is_account_id(a) {
+                return Err(ConfigError(format!(
+                    "--lambda-account `{a}` is not a 12-digit account id"
+                )));
+            }
+        }
+        let mut spiffe_roles = HashMap::new();
+        if let Some(path) = &self.spiffe_roles {
+            let text = std::fs::read_to_string(path).map_err(|e| {
+                ConfigError(format!(
+                    "cannot read --spiffe-roles `{}`: {e}",
+                    path.display()
+                ))
+            })?;
+            let map: HashMap<String, String> = serde_json::from_str(&text).map_err(|e| {
+                ConfigError(format!(
+                    "--spiffe-roles `{}` is not a JSON object of strings: {e}",
+                    path.display()
+                ))
+            })?;
+            for (id, role) in map {
+                if !id.starts_with("spiffe://") {
+                    return Err(ConfigError(format!(
+                        "--spiffe-roles `{}`: `{id}` is not a SPIFFE ID",
+                        path.display()
+                    )));
+                }
+                if !matches!(
+                    crate::engine::Principal::parse(&role),
+                    Ok(crate::engine::Principal::Role { .. })
+                ) {
+                    return Err(ConfigError(format!(
+                        "--spiffe-roles `{}`: `{role}` (for `{id}`) is not an IAM role ARN",
+                        path.display()
+                    )));
+                }
+                spiffe_roles.insert(id, role);
+            }
+        }
+        Ok(EnvoyConfig {
+            arn_defaults: ArnDefaults {
+                partition: self.lambda_partition.clone(),
+                region: self.lambda_region.clone(),
+                account: self.lambda_account.clone(),
+            },
+            principal_header: self
+                .principal_header
+                .clone()
+                .filter(|h| !h.trim().is_empty()),
+            spiffe_roles,
+        })
     }
 
     /// The OTLP endpoint: the flag, or the standard `OTEL_EXPORTER_OTLP_ENDPOINT`.

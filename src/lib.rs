@@ -14,6 +14,7 @@ pub mod json;
 pub mod metrics;
 pub mod policy;
 pub mod reload;
+pub mod routes;
 pub mod server;
 pub mod store;
 pub mod telemetry;

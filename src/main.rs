@@ -21,7 +21,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the authorization sidecar (gRPC Authorizer, Envoy ext_authz, health, reflection, /metrics).
-    Serve(iamd::config::ServeArgs),
+    Serve(Box<iamd::config::ServeArgs>),
     /// Load a store and print every finding; exit 1 if any ERROR rejects it.
     Validate(ValidateArgs),
     /// Decide one request against a store.
@@ -66,7 +66,7 @@ struct CheckArgs {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Serve(args) => serve(args),
+        Command::Serve(args) => serve(*args),
         Command::Validate(args) => validate(&args),
         Command::Check(args) => check(&args),
     }

@@ -4,11 +4,13 @@
 mod authorizer;
 pub mod codec;
 mod convert;
+mod envoy;
 
 use std::sync::Arc;
 
 pub use authorizer::AuthorizerService;
 pub use convert::Limits;
+pub use envoy::{EnvoyAuthorizer, EnvoyConfig};
 
 use crate::metrics::Metrics;
 use crate::reload::SnapshotCell;

@@ -1,0 +1,737 @@
+//! From a Lambda REST API call (method, path, query, body) to the IAM action
+//! and resource ARN it is authorized as.
+//!
+//! The route table is `data/lambda-rest-routes.tsv` (every operation of the
+//! botocore Lambda models). Function names follow Lambda's `FunctionName`
+//! rules: a name, `name:qualifier`, a partial ARN `ACCOUNT:function:NAME` or a
+//! full ARN, with the `Qualifier` query parameter selecting a version or alias
+//! ARN; region and account come from the ARN or from configuration.
+
+use std::borrow::Cow;
+use std::sync::LazyLock;
+
+use crate::policy::arn::{is_account_id, Arn};
+
+/// Where ARNs that the path does not spell out come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ArnDefaults {
+    pub partition: String,
+    pub region: Option<String>,
+    pub account: Option<String>,
+}
+
+impl Default for ArnDefaults {
+    fn default() -> Self {
+        ArnDefaults {
+            partition: "aws".into(),
+            region: None,
+            account: None,
+        }
+    }
+}
+
+/// An HTTP request as ext_authz sees it.
+#[derive(Debug, Clone, Copy)]
+pub struct HttpCall<'a> {
+    pub method: &'a str,
+    /// The path, optionally with `?query`.
+    pub path: &'a str,
+    /// The request body, when the proxy forwards it.
+    pub body: Option<&'a str>,
+}
+
+/// What a call is authorized as.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Resolved {
+    pub action: String,
+    /// An ARN, or `*`.
+    pub resource: String,
+    /// The unqualified ARN of the function the call concerns, for `lambda:FunctionArn`.
+    pub function_arn: Option<String>,
+    /// The region the resource is in, for `aws:RequestedRegion`.
+    pub region: Option<String>,
+    /// The botocore operation, for logs.
+    pub operation: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RouteError {
+    #[error("no AWS Lambda API route matches `{method} {path}`")]
+    NoRoute { method: String, path: String },
+    #[error("`{method} {path}` is {operation}, but {reason}")]
+    Unresolvable {
+        method: String,
+        path: String,
+        operation: &'static str,
+        reason: String,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Seg {
+    Lit(&'static str),
+    Capture(&'static str),
+}
+
+#[derive(Debug, Clone)]
+struct Route {
+    method: &'static str,
+    segments: Vec<Seg>,
+    /// A `name=value` the query must contain (`find=LayerVersion`).
+    query: Option<(&'static str, &'static str)>,
+    action: &'static str,
+    resource: &'static str,
+    body_captures: Vec<&'static str>,
+    operation: &'static str,
+}
+
+/// The Lambda REST routes.
+pub struct RouteTable {
+    routes: Vec<Route>,
+}
+
+static LAMBDA: LazyLock<RouteTable> =
+    LazyLock::new(|| RouteTable::parse(include_str!("../data/lambda-rest-routes.tsv")));
+
+impl RouteTable {
+    pub fn lambda() -> &'static RouteTable {
+        &LAMBDA
+    }
+
+    fn parse(text: &'static str) -> RouteTable {
+        let mut routes: Vec<Route> = text
+            .lines()
+            .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+            .skip(1)
+            .filter_map(|line| {
+                let cols: Vec<&'static str> = line.split('\t').collect();
+                let (path, query) = match cols.get(1)?.split_once('?') {
+                    Some((p, q)) => (p, q.split_once('=')),
+                    None => (*cols.get(1)?, None),
+                };
+                Some(Route {
+                    method: cols.first()?,
+                    segments: path
+                        .split('/')
+                        .skip(1)
+                        .map(
+                            |s| match s.strip_prefix('{').and_then(|s| s.strip_suffix('}')) {
+                                Some(name) => Seg::Capture(name.trim_end_matches('+')),
+                                None => Seg::Lit(s),
+                            },
+                        )
+                        .collect(),
+                    query,
+                    action: cols.get(2)?,
+                    resource: cols.get(3)?,
+                    body_captures: cols
+                        .get(4)
+                        .map(|b| b.split(',').filter(|s| !s.is_empty()).collect())
+                        .unwrap_or_default(),
+                    operation: cols.get(5).copied().unwrap_or_default(),
+                })
+            })
+            .collect();
+        // Most specific first: a query requirement, then more literal segments.
+        routes.sort_by_key(|r| {
+            let literals = r
+                .segments
+                .iter()
+                .filter(|s| matches!(s, Seg::Lit(_)))
+                .count();
+            (r.query.is_none(), std::cmp::Reverse(literals))
+        });
+        RouteTable { routes }
+    }
+
+    pub fn len(&self) -> usize {
+        self.routes.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.routes.is_empty()
+    }
+
+    /// Every route as `(method, path template, action)`, for tests and docs.
+    pub fn routes(&self) -> impl Iterator<Item = (&'static str, String, &'static str)> + '_ {
+        self.routes.iter().map(|r| {
+            let mut path: String = r
+                .segments
+                .iter()
+                .map(|s| match s {
+                    Seg::Lit(l) => format!("/{l}"),
+                    Seg::Capture(c) => format!("/{{{c}}}"),
+                })
+                .collect();
+            if let Some((k, v)) = r.query {
+                path.push_str(&format!("?{k}={v}"));
+            }
+            (r.method, path, r.action)
+        })
+    }
+
+    /// Resolves a call to its action and resource.
+    pub fn resolve(
+        &self,
+        call: HttpCall<'_>,
+        defaults: &ArnDefaults,
+    ) -> Result<Resolved, RouteError> {
+        let (path, query) = call.path.split_once('?').unwrap_or((call.path, ""));
+        let parts: Vec<&str> = path.split('/').skip(1).collect();
+        let query: Vec<(Cow<'_, str>, Cow<'_, str>)> = query
+            .split('&')
+            .filter(|p| !p.is_empty())
+            .map(|p| {
+                let (k, v) = p.split_once('=').unwrap_or((p, ""));
+                (decode(k), decode(v))
+            })
+            .collect();
+        let route = self
+            .routes
+            .iter()
+            .find(|r| {
+                r.method.eq_ignore_ascii_case(call.method)
+                    && r.segments.len() == parts.len()
+                    && r.segments.iter().zip(&parts).all(|(s, p)| match s {
+                        Seg::Lit(l) => l == p,
+                        Seg::Capture(_) => !p.is_empty(),
+                    })
+                    && r.query
+                        .is_none_or(|(k, v)| query.iter().any(|(qk, qv)| qk == k && qv == v))
+            })
+            .ok_or_else(|| RouteError::NoRoute {
+                method: call.method.to_owned(),
+                path: call.path.to_owned(),
+            })?;
+        let unresolvable = |reason: String| RouteError::Unresolvable {
+            method: call.method.to_owned(),
+            path: call.path.to_owned(),
+            operation: route.operation,
+            reason,
+        };
+        let mut captures: Vec<(&str, Cow<'_, str>)> = route
+            .segments
+            .iter()
+            .zip(&parts)
+            .filter_map(|(s, p)| match s {
+                Seg::Capture(name) => Some((*name, decode(p))),
+                Seg::Lit(_) => None,
+            })
+            .collect();
+        for (k, v) in &query {
+            if !captures.iter().any(|(c, _)| c == k) {
+                captures.push((k.as_ref(), v.clone()));
+            }
+        }
+        if !route.body_captures.is_empty() {
+            let body: serde_json::Value = call
+                .body
+                .and_then(|b| serde_json::from_str(b).ok())
+                .ok_or_else(|| unresolvable(format!("its resource comes from the JSON request body ({}), which the proxy did not send", route.body_captures.join(", "))))?;
+            for name in &route.body_captures {
+                let v = body.get(name).and_then(|v| v.as_str()).ok_or_else(|| {
+                    unresolvable(format!("the request body has no string `{name}`"))
+                })?;
+                captures.push((name, Cow::Owned(v.to_owned())));
+            }
+        }
+        let capture = |name: &str| {
+            captures
+                .iter()
+                .find(|(c, _)| *c == name)
+                .map(|(_, v)| v.as_ref())
+        };
+        let mut resolved = expand(route.resource, &capture, defaults).map_err(unresolvable)?;
+        // lambda:FunctionArn for the actions that support it.
+        if !crate::catalog::lambda_action(route.action)
+            .is_some_and(|a| a.supports_key("lambda:FunctionArn"))
+        {
+            resolved.function_arn = None;
+        } else if resolved.function_arn.is_none() {
+            // The function comes from the path, or from the body (event source mappings).
+            let name: Option<String> = capture("FunctionName").map(str::to_owned).or_else(|| {
+                call.body
+                    .and_then(|b| serde_json::from_str::<serde_json::Value>(b).ok())
+                    .and_then(|v| {
+                        v.get("FunctionName")
+                            .and_then(|f| f.as_str())
+                            .map(str::to_owned)
+                    })
+            });
+            if let Some(f) = name.as_deref().and_then(|n| FunctionRef::parse(n).ok()) {
+                resolved.function_arn = f.arn(defaults, None).ok();
+            }
+        }
+        Ok(Resolved {
+            action: route.action.to_owned(),
+            operation: route.operation,
+            ..resolved
+        })
+    }
+}
+
+fn decode(s: &str) -> Cow<'_, str> {
+    percent_encoding::percent_decode_str(s).decode_utf8_lossy()
+}
+
+/// A `FunctionName` as Lambda accepts it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct FunctionRef<'a> {
+    partition: Option<&'a str>,
+    region: Option<&'a str>,
+    account: Option<&'a str>,
+    name: &'a str,
+    qualifier: Option<&'a str>,
+}
+
+fn valid_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 140
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+}
+
+fn valid_qualifier(s: &str) -> bool {
+    s == "$LATEST"
+        || s == "$LATEST.PUBLISHED"
+        || (!s.is_empty()
+            && s.len() <= 128
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'))
+}
+
+impl<'a> FunctionRef<'a> {
+    fn parse(s: &'a str) -> Result<Self, String> {
+        let bad = || {
+            format!("`{s}` is not a function name, `name:qualifier`, partial ARN or function ARN")
+        };
+        if s.len() > 256 {
+            return Err(bad());
+        }
+        let parts: Vec<&str> = s.split(':').collect();
+        let (partition, region, account, rest): (
+            Option<&str>,
+            Option<&str>,
+            Option<&str>,
+            &[&str],
+        ) = match parts.as_slice() {
+            ["arn", partition, "lambda", region, account, "function", rest @ ..] => {
+                (Some(*partition), Some(*region), Some(*account), rest)
+            }
+            [account, "function", rest @ ..] if is_account_id(account) => {
+                (None, None, Some(*account), rest)
+            }
+            rest => (None, None, None, rest),
+        };
+        let (name, qualifier) = match rest {
+            [name] => (*name, None),
+            [name, q] => (*name, Some(*q)),
+            _ => return Err(bad()),
+        };
+        if !valid_name(name)
+            || qualifier.is_some_and(|q| !valid_qualifier(q))
+            || account.is_some_and(|a| !is_account_id(a))
+        {
+            return Err(bad());
+        }
+        Ok(FunctionRef {
+            partition,
+            region,
+            account,
+            name,
+            qualifier,
+        })
+    }
+
+    /// The function's ARN, with `qualifier` (or the name's own) appended.
+    fn arn(&self, defaults: &ArnDefaults, qualifier: Option<&str>) -> Result<String, String> {
+        let partition = self.partition.unwrap_or(&defaults.partition);
+        let region = self.region.or(defaults.region.as_deref()).ok_or_else(|| {
+            format!(
+                "`{}` gives no region and iamd has no --lambda-region configured",
+                self.name
+            )
+        })?;
+        let account = self
+            .account
+            .or(defaults.account.as_deref())
+            .ok_or_else(|| {
+                format!(
+                    "`{}` gives no account and iamd has no --lambda-account configured",
+                    self.name
+                )
+            })?;
+        let mut arn = format!(
+            "arn:{partition}:lambda:{region}:{account}:function:{}",
+            self.name
+        );
+        if let Some(q) = qualifier {
+            arn.push(':');
+            arn.push_str(q);
+        }
+        Ok(arn)
+    }
+}
+
+/// Expands a resource template from the route table.
+fn expand<'c>(
+    template: &str,
+    capture: &dyn Fn(&str) -> Option<&'c str>,
+    defaults: &ArnDefaults,
+) -> Result<Resolved, String> {
+    let base = Resolved {
+        action: String::new(),
+        resource: "*".into(),
+        function_arn: None,
+        region: defaults.region.clone(),
+        operation: "",
+    };
+    if template == "*" {
+        return Ok(base);
+    }
+    let var = |name: &str| -> Result<&'c str, String> {
+        capture(name).ok_or_else(|| format!("its `{name}` is missing"))
+    };
+    // A template that is a single capture (`${ResourceArn}`): the value is the ARN.
+    if let Some(name) = template
+        .strip_prefix("${")
+        .and_then(|t| t.strip_suffix('}'))
+    {
+        let value = var(name)?;
+        let arn = Arn::parse(value).map_err(|e| format!("its `{name}` is not an ARN: {e}"))?;
+        return Ok(Resolved {
+            resource: value.to_owned(),
+            region: Some(arn.region.to_owned()).filter(|r| !r.is_empty()),
+            ..base
+        });
+    }
+    if template.contains("${FunctionName}") {
+        let f = FunctionRef::parse(var("FunctionName")?)?;
+        let query_q = capture("Qualifier");
+        let qualifier = match (f.qualifier, query_q) {
+            (Some(a), Some(b)) if a != b => {
+                return Err(format!("the qualifier in the function name (`{a}`) differs from the Qualifier parameter (`{b}`)"))
+            }
+            (Some(q), _) | (None, Some(q)) => Some(q),
+            (None, None) => None,
+        };
+        if qualifier.is_some_and(|q| !valid_qualifier(q)) {
+            return Err(format!(
+                "`{}` is not a valid qualifier",
+                qualifier.unwrap_or_default()
+            ));
+        }
+        let qualifier = if template.ends_with("[:${Qualifier}]") {
+            qualifier
+        } else if template.ends_with(":${Qualifier}") {
+            Some(
+                qualifier
+                    .ok_or("it needs a qualifier (the Qualifier parameter or `name:qualifier`)")?,
+            )
+        } else {
+            None
+        };
+        let unqualified = f.arn(defaults, None)?;
+        return Ok(Resolved {
+            resource: f.arn(defaults, qualifier)?,
+            function_arn: Some(unqualified),
+            region: f.region.map(str::to_owned).or(base.region.clone()),
+            ..base
+        });
+    }
+    // Any other ARN template: a captured value that is already an ARN wins.
+    let mut out = String::new();
+    let mut rest = template;
+    while let Some(start) = rest.find("${") {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 2..];
+        let end = after
+            .find('}')
+            .ok_or_else(|| format!("bad resource template `{template}`"))?;
+        let name = &after[..end];
+        let value = match name {
+            "Partition" => defaults.partition.as_str(),
+            "Region" => defaults
+                .region
+                .as_deref()
+                .ok_or("iamd has no --lambda-region configured to build its ARN")?,
+            "Account" => defaults
+                .account
+                .as_deref()
+                .ok_or("iamd has no --lambda-account configured to build its ARN")?,
+            _ => {
+                let v = var(name)?;
+                if v.starts_with("arn:") {
+                    Arn::parse(v).map_err(|e| format!("its `{name}` is not an ARN: {e}"))?;
+                    return Ok(Resolved {
+                        resource: v.to_owned(),
+                        ..base
+                    });
+                }
+                if v.contains(':') || v.contains('/') {
+                    return Err(format!("its `{name}` (`{v}`) is not a plain identifier"));
+                }
+                v
+            }
+        };
+        out.push_str(value);
+        rest = &after[end + 1..];
+    }
+    out.push_str(rest);
+    Ok(Resolved {
+        resource: out,
+        ..base
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn defaults() -> ArnDefaults {
+        ArnDefaults {
+            partition: "aws".into(),
+            region: Some("us-east-1".into()),
+            account: Some("111122223333".into()),
+        }
+    }
+
+    fn resolve(method: &str, path: &str) -> Result<Resolved, RouteError> {
+        RouteTable::lambda().resolve(
+            HttpCall {
+                method,
+                path,
+                body: None,
+            },
+            &defaults(),
+        )
+    }
+
+    const F: &str = "arn:aws:lambda:us-east-1:111122223333:function";
+
+    #[test]
+    fn invoke_unqualified_alias_version_and_arns() {
+        let r = resolve("POST", "/2015-03-31/functions/my-fn/invocations").unwrap();
+        assert_eq!(
+            (r.action.as_str(), r.resource.as_str()),
+            ("lambda:InvokeFunction", &*format!("{F}:my-fn"))
+        );
+        let r = resolve(
+            "POST",
+            "/2015-03-31/functions/my-fn/invocations?Qualifier=prod",
+        )
+        .unwrap();
+        assert_eq!(r.resource, format!("{F}:my-fn:prod"));
+        let r = resolve("POST", "/2015-03-31/functions/my-fn:7/invocations").unwrap();
+        assert_eq!(r.resource, format!("{F}:my-fn:7"));
+        let r = resolve("POST", "/2015-03-31/functions/arn%3Aaws%3Alambda%3Aeu-west-1%3A444455556666%3Afunction%3Ax/invocations").unwrap();
+        assert_eq!(
+            r.resource,
+            "arn:aws:lambda:eu-west-1:444455556666:function:x"
+        );
+        assert_eq!(r.region.as_deref(), Some("eu-west-1"));
+        let r = resolve(
+            "POST",
+            "/2015-03-31/functions/444455556666:function:x:prod/invocations",
+        )
+        .unwrap();
+        assert_eq!(
+            r.resource,
+            "arn:aws:lambda:us-east-1:444455556666:function:x:prod"
+        );
+        let e = resolve(
+            "POST",
+            "/2015-03-31/functions/my-fn:1/invocations?Qualifier=2",
+        )
+        .unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("differs from the Qualifier parameter"),
+            "{e}"
+        );
+        let e = resolve("POST", "/2015-03-31/functions/bad%20name/invocations").unwrap_err();
+        assert!(e.to_string().contains("is not a function name"), "{e}");
+    }
+
+    #[test]
+    fn lists_layers_mappings_and_unknown_routes() {
+        assert_eq!(
+            resolve("GET", "/2015-03-31/functions").unwrap().resource,
+            "*"
+        );
+        assert_eq!(
+            resolve("GET", "/2015-03-31/functions/").unwrap_err(),
+            RouteError::NoRoute {
+                method: "GET".into(),
+                path: "/2015-03-31/functions/".into()
+            }
+        );
+        let r = resolve(
+            "GET",
+            "/2015-03-31/event-source-mappings/14e0db71-0000-4e2a-9c5f-6a6e0c2f7f11",
+        )
+        .unwrap();
+        assert_eq!(r.action, "lambda:GetEventSourceMapping");
+        assert_eq!(r.resource, "arn:aws:lambda:us-east-1:111122223333:event-source-mapping:14e0db71-0000-4e2a-9c5f-6a6e0c2f7f11");
+        let r = resolve("GET", "/2018-10-31/layers/my-layer/versions/3").unwrap();
+        assert_eq!(
+            (r.action.as_str(), r.resource.as_str()),
+            (
+                "lambda:GetLayerVersion",
+                "arn:aws:lambda:us-east-1:111122223333:layer:my-layer:3"
+            )
+        );
+        let r = resolve("GET", "/2018-10-31/layers?find=LayerVersion&Arn=arn%3Aaws%3Alambda%3Aus-east-1%3A444455556666%3Alayer%3Al%3A2").unwrap();
+        assert_eq!(
+            (r.action.as_str(), r.resource.as_str()),
+            (
+                "lambda:GetLayerVersion",
+                "arn:aws:lambda:us-east-1:444455556666:layer:l:2"
+            )
+        );
+        assert_eq!(
+            resolve("GET", "/2018-10-31/layers").unwrap().action,
+            "lambda:ListLayers"
+        );
+        assert!(matches!(
+            resolve("GET", "/nope"),
+            Err(RouteError::NoRoute { .. })
+        ));
+        assert!(matches!(
+            resolve("PATCH", "/2015-03-31/functions/f/invocations"),
+            Err(RouteError::NoRoute { .. })
+        ));
+    }
+
+    #[test]
+    fn permissions_and_required_qualifiers() {
+        let r = resolve("POST", "/2015-03-31/functions/f/policy?Qualifier=prod").unwrap();
+        assert_eq!(
+            (r.action.as_str(), r.resource.as_str()),
+            ("lambda:AddPermission", &*format!("{F}:f:prod"))
+        );
+        let r = resolve("DELETE", "/2015-03-31/functions/f/policy/sid-1").unwrap();
+        assert_eq!(
+            (r.action.as_str(), r.resource.as_str()),
+            ("lambda:RemovePermission", &*format!("{F}:f"))
+        );
+        let e = resolve("GET", "/2019-09-30/functions/f/provisioned-concurrency").unwrap_err();
+        assert!(e.to_string().contains("needs a qualifier"), "{e}");
+        let r = resolve(
+            "GET",
+            "/2019-09-30/functions/f/provisioned-concurrency?Qualifier=1",
+        )
+        .unwrap();
+        assert_eq!(r.resource, format!("{F}:f:1"));
+    }
+
+    #[test]
+    fn function_url_actions_carry_the_function_arn() {
+        let r = resolve("GET", "/2021-10-31/functions/f/url?Qualifier=live").unwrap();
+        assert_eq!(r.function_arn.as_deref(), Some(&*format!("{F}:f")));
+        assert_eq!(r.resource, format!("{F}:f:live"));
+        assert_eq!(
+            resolve("POST", "/2015-03-31/functions/f/invocations")
+                .unwrap()
+                .function_arn,
+            None
+        );
+    }
+
+    #[test]
+    fn body_captures_and_missing_configuration() {
+        let call = HttpCall {
+            method: "POST",
+            path: "/2015-03-31/functions",
+            body: Some(r#"{"FunctionName": "new-fn", "Runtime": "python3.13"}"#),
+        };
+        let r = RouteTable::lambda().resolve(call, &defaults()).unwrap();
+        assert_eq!(
+            (r.action.as_str(), r.resource.as_str()),
+            ("lambda:CreateFunction", &*format!("{F}:new-fn"))
+        );
+        let call = HttpCall {
+            method: "POST",
+            path: "/2015-03-31/functions",
+            body: None,
+        };
+        let e = RouteTable::lambda().resolve(call, &defaults()).unwrap_err();
+        assert!(e.to_string().contains("request body"), "{e}");
+        let e = RouteTable::lambda().resolve(
+            HttpCall {
+                method: "POST",
+                path: "/2015-03-31/functions/f/invocations",
+                body: None,
+            },
+            &ArnDefaults::default(),
+        );
+        assert!(e.unwrap_err().to_string().contains("--lambda-region"));
+    }
+
+    /// Every route of the table resolves from a path built from its template.
+    #[test]
+    fn every_route_resolves() {
+        let table = RouteTable::lambda();
+        assert!(table.len() >= 160, "{}", table.len());
+        for (method, template, action) in table.routes() {
+            let mut path = String::new();
+            for seg in template
+                .split('?')
+                .next()
+                .unwrap_or_default()
+                .split('/')
+                .skip(1)
+            {
+                path.push('/');
+                path.push_str(match seg {
+                    "{FunctionName}" | "{functionName}" => "my-fn",
+                    "{Qualifier}" => "prod",
+                    "{VersionNumber}" => "3",
+                    "{ResourceArn}" | "{resourceArn}" | "{Resource}" | "{resource}" => "arn%3Aaws%3Alambda%3Aus-east-1%3A111122223333%3Afunction%3Amy-fn",
+                    "{CodeSigningConfigArn}" => "arn%3Aaws%3Alambda%3Aus-east-1%3A111122223333%3Acode-signing-config%3Acsc-0123456789abcdef0",
+                    "{DurableExecutionArn}" => "arn%3Aaws%3Alambda%3Aus-east-1%3A111122223333%3Afunction%3Amy-fn%3A1%2Fdurable-execution%2Fe%2Fid",
+                    s if s.starts_with('{') => "id-1",
+                    s => s,
+                });
+            }
+            let mut query = template
+                .split_once('?')
+                .map(|(_, q)| q.to_owned())
+                .unwrap_or_default();
+            if query.starts_with("find=") {
+                query
+                    .push_str("&Arn=arn%3Aaws%3Alambda%3Aus-east-1%3A111122223333%3Alayer%3Al%3A1");
+            }
+            if query.is_empty()
+                && (template.contains("provisioned-concurrency")
+                    || template.contains("function-scaling-config"))
+            {
+                query = "Qualifier=1".into();
+            }
+            let full = if query.is_empty() {
+                path.clone()
+            } else {
+                format!("{path}?{query}")
+            };
+            let body = r#"{"FunctionName": "my-fn", "CapacityProviderName": "cp", "imageIdentifier": "img"}"#;
+            let r = table
+                .resolve(
+                    HttpCall {
+                        method,
+                        path: &full,
+                        body: Some(body),
+                    },
+                    &defaults(),
+                )
+                .unwrap_or_else(|e| panic!("{method} {template}: {e}"));
+            assert!(r.action.starts_with("lambda:"), "{method} {template}");
+            assert!(
+                r.resource == "*" || Arn::parse(&r.resource).is_ok(),
+                "{method} {template}: {}",
+                r.resource
+            );
+            // The route found is this route (or an identical one of another model).
+            assert_eq!(r.action, action, "{method} {full}");
+        }
+    }
+}

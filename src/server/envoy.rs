@@ -1,0 +1,443 @@
+//! Envoy's ext_authz `Check`: an HTTP request seen by Envoy becomes an IAM
+//! request (principal from a trusted header or the peer's SPIFFE ID, action
+//! and resource from the Lambda route table or per-route overrides, context
+//! from the connection), and the decision becomes Envoy's answer.
+//!
+//! Every deny, and every error, sets a non-OK status: Envoy reads an unset
+//! status as an allow. A deny carries what Lambda itself returns for
+//! AccessDeniedException (HTTP 403, `x-amzn-ErrorType`, a JSON body with
+//! `Message`), so AWS SDKs surface iamd's message. With no snapshot loaded
+//! the RPC fails (UNAVAILABLE), so Envoy's `status_on_error` reports an
+//! outage rather than a deny.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use envoy_types::ext_authz::v3::pb::{
+    Authorization, CheckRequest, CheckResponse, DeniedHttpResponse, HeaderValue, HeaderValueOption,
+    HttpResponse, HttpStatus, HttpStatusCode, OkHttpResponse,
+};
+use envoy_types::pb::envoy::config::core::v3::address::Address;
+use envoy_types::pb::envoy::config::core::v3::header_value_option::HeaderAppendAction;
+use envoy_types::pb::google::protobuf::{value::Kind, Struct, Value};
+use envoy_types::pb::google::rpc;
+use tonic::{Request, Response, Status};
+
+use super::convert::OwnedRequest;
+use super::{ApiError, AppState};
+use crate::engine::{self, ContextEntry, DecisionKind};
+use crate::metrics::Api;
+use crate::routes::{ArnDefaults, HttpCall, RouteTable};
+
+/// How Envoy's view of a request maps to an IAM request.
+#[derive(Debug, Clone, Default)]
+pub struct EnvoyConfig {
+    /// Partition, region and account for ARNs the path does not spell out.
+    pub arn_defaults: ArnDefaults,
+    /// A request header, set by the mesh and trusted, that names the principal.
+    pub principal_header: Option<String>,
+    /// SPIFFE IDs (peer certificate URI SANs) to IAM role ARNs.
+    pub spiffe_roles: HashMap<String, String>,
+}
+
+/// The ext_authz service.
+pub struct EnvoyAuthorizer {
+    state: Arc<AppState>,
+    config: EnvoyConfig,
+    decision_seq: AtomicU64,
+    instance: u32,
+}
+
+/// gRPC status codes Envoy reads in `CheckResponse.status`.
+const OK: i32 = 0;
+const PERMISSION_DENIED: i32 = 7;
+
+/// What Envoy asked, extracted from the CheckRequest.
+struct Call {
+    method: String,
+    path: String,
+    body: Option<String>,
+    headers: HashMap<String, String>,
+    scheme: String,
+    source_ip: Option<String>,
+    peer_principal: String,
+    extensions: HashMap<String, String>,
+    time: Option<jiff::Timestamp>,
+}
+
+impl Call {
+    fn from_request(req: CheckRequest) -> Call {
+        let CheckRequest { attributes } = req;
+        let attributes = attributes.unwrap_or_default();
+        let source = attributes.source.unwrap_or_default();
+        let source_ip = source.address.and_then(|a| match a.address {
+            Some(Address::SocketAddress(s)) => Some(s.address),
+            _ => None,
+        });
+        let request = attributes.request.unwrap_or_default();
+        let time = request
+            .time
+            .and_then(|t| jiff::Timestamp::new(t.seconds, t.nanos).ok());
+        let http = request.http.unwrap_or_default();
+        let body = if !http.raw_body.is_empty() {
+            String::from_utf8(http.raw_body).ok()
+        } else if !http.body.is_empty() {
+            Some(http.body)
+        } else {
+            None
+        };
+        Call {
+            method: http.method,
+            path: http.path,
+            body,
+            headers: http.headers,
+            scheme: http.scheme,
+            source_ip,
+            peer_principal: source.principal,
+            extensions: attributes.context_extensions,
+            time,
+        }
+    }
+}
+
+/// The outcome handed back to Envoy.
+struct Outcome {
+    decision: Option<DecisionKind>,
+    message: String,
+    principal: String,
+    action: String,
+    resource: String,
+    revision: u64,
+}
+
+impl EnvoyAuthorizer {
+    pub fn new(state: Arc<AppState>, config: EnvoyConfig) -> Self {
+        // Decision ids: this process's start time, then a sequence number.
+        let instance = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos() ^ (d.as_secs() as u32));
+        EnvoyAuthorizer {
+            state,
+            config,
+            decision_seq: AtomicU64::new(0),
+            instance,
+        }
+    }
+
+    fn decision_id(&self) -> String {
+        format!(
+            "{:08x}-{:016x}",
+            self.instance,
+            self.decision_seq.fetch_add(1, Ordering::Relaxed)
+        )
+    }
+
+    /// The principal: the trusted header if configured and present, else the
+    /// peer's SPIFFE ID mapped to a role, else anonymous.
+    fn principal(&self, call: &Call) -> String {
+        if let Some(h) = &self.config.principal_header {
+            if let Some(v) = call
+                .headers
+                .get(&h.to_ascii_lowercase())
+                .filter(|v| !v.trim().is_empty())
+            {
+                return v.trim().to_owned();
+            }
+        }
+        if let Some(role) = self.config.spiffe_roles.get(&call.peer_principal) {
+            return role.clone();
+        }
+        "*".to_owned()
+    }
+
+    /// Builds the IAM request; an `Err` is a refusal with its message.
+    fn iam_request(&self, call: &Call, principal: String) -> Result<OwnedRequest, String> {
+        let over_action = call.extensions.get("action").filter(|s| !s.is_empty());
+        let over_resource = call.extensions.get("resource").filter(|s| !s.is_empty());
+        let (action, resource, function_arn, region) = match (over_action, over_resource) {
+            (Some(a), Some(r)) => (
+                a.clone(),
+                r.clone(),
+                None,
+                self.config.arn_defaults.region.clone(),
+            ),
+            (over_a, over_r) => {
+                let resolved = RouteTable::lambda()
+                    .resolve(
+                        HttpCall {
+                            method: &call.method,
+                            path: &call.path,
+                            body: call.body.as_deref(),
+                        },
+                        &self.config.arn_defaults,
+                    )
+                    .map_err(|e| e.to_string())?;
+                (
+                    over_a.cloned().unwrap_or(resolved.action),
+                    over_r.cloned().unwrap_or(resolved.resource),
+                    resolved.function_arn,
+                    resolved.region,
+                )
+            }
+        };
+        let mut context: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        if let Some(ip) = &call.source_ip {
+            context.insert("aws:SourceIp".into(), vec![ip.clone()]);
+        }
+        let secure = call.scheme.eq_ignore_ascii_case("https");
+        context.insert("aws:SecureTransport".into(), vec![secure.to_string()]);
+        if let Some(r) = region {
+            context.insert("aws:RequestedRegion".into(), vec![r]);
+        }
+        if let Some(f) = function_arn {
+            context.insert("lambda:FunctionArn".into(), vec![f]);
+        }
+        // Headers a route names: `context_headers: "x-tenant=custom:Tenant,..."`.
+        if let Some(spec) = call.extensions.get("context_headers") {
+            for pair in spec.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+                let (header, key) = pair.split_once('=').ok_or_else(|| {
+                    format!("bad context_headers entry `{pair}`: expected header=key")
+                })?;
+                if let Some(v) = call.headers.get(&header.trim().to_ascii_lowercase()) {
+                    context
+                        .entry(key.trim().to_owned())
+                        .or_default()
+                        .push(v.clone());
+                }
+            }
+        }
+        Ok(OwnedRequest {
+            principal,
+            action,
+            resource,
+            context: context
+                .into_iter()
+                .map(|(key, values)| ContextEntry { key, values })
+                .collect(),
+            explain: false,
+        })
+    }
+
+    fn decide(&self, call: &Call) -> Result<Outcome, ApiError> {
+        // No snapshot is an outage (Envoy's status_on_error), whatever the request.
+        let guard = self.state.snapshots.load();
+        let served = guard.as_deref().ok_or(ApiError::NoSnapshot)?;
+        let principal = self.principal(call);
+        let req = match self.iam_request(call, principal.clone()) {
+            Ok(r) => r,
+            Err(message) => {
+                return Ok(Outcome {
+                    decision: None,
+                    message,
+                    principal,
+                    action: String::new(),
+                    resource: String::new(),
+                    revision: served.revision,
+                })
+            }
+        };
+        let now = call.time.unwrap_or_else(jiff::Timestamp::now);
+        let request = match engine::Request::new(
+            &req.principal,
+            &req.action,
+            &req.resource,
+            &req.context,
+            now,
+        ) {
+            Ok(r) => r,
+            Err(e) => {
+                return Ok(Outcome {
+                    decision: None,
+                    message: format!("iamd refused the request: {e}"),
+                    principal,
+                    action: req.action.clone(),
+                    resource: req.resource.clone(),
+                    revision: served.revision,
+                })
+            }
+        };
+        let start = Instant::now();
+        let decision = engine::decide(&served.snapshot, &request);
+        self.state
+            .metrics
+            .decision(Api::EnvoyCheck, decision.kind, start.elapsed());
+        Ok(Outcome {
+            decision: Some(decision.kind),
+            message: decision.message(&request),
+            principal,
+            action: req.action.clone(),
+            resource: req.resource.clone(),
+            revision: served.revision,
+        })
+    }
+}
+
+fn header(key: &str, value: &str) -> HeaderValueOption {
+    #[allow(deprecated)]
+    HeaderValueOption {
+        header: Some(HeaderValue {
+            key: key.to_owned(),
+            value: value.to_owned(),
+            raw_value: Vec::new(),
+        }),
+        append: None,
+        append_action: HeaderAppendAction::OverwriteIfExistsOrAdd.into(),
+        keep_empty_value: false,
+    }
+}
+
+fn string_value(s: &str) -> Value {
+    Value {
+        kind: Some(Kind::StringValue(s.to_owned())),
+    }
+}
+
+/// Envoy dynamic metadata for access logs and later filters.
+fn metadata(outcome: &Outcome, decision_id: &str) -> Struct {
+    let decision = match outcome.decision {
+        Some(DecisionKind::Allow) => "ALLOW",
+        Some(DecisionKind::ExplicitDeny) => "EXPLICIT_DENY",
+        Some(DecisionKind::ImplicitDeny) => "IMPLICIT_DENY",
+        None => "ERROR",
+    };
+    let mut fields = BTreeMap::new();
+    fields.insert("decision".to_owned(), string_value(decision));
+    fields.insert("decision_id".to_owned(), string_value(decision_id));
+    fields.insert(
+        "revision".to_owned(),
+        Value {
+            kind: Some(Kind::NumberValue(outcome.revision as f64)),
+        },
+    );
+    fields.insert("action".to_owned(), string_value(&outcome.action));
+    fields.insert("resource".to_owned(), string_value(&outcome.resource));
+    fields.insert("principal".to_owned(), string_value(&outcome.principal));
+    Struct {
+        fields: fields.into_iter().collect(),
+    }
+}
+
+/// The CheckResponse for an outcome: OK with upstream headers, or a 403
+/// shaped like Lambda's AccessDeniedException.
+fn check_response(outcome: &Outcome, decision_id: &str) -> CheckResponse {
+    let dynamic_metadata = Some(metadata(outcome, decision_id));
+    if outcome.decision == Some(DecisionKind::Allow) {
+        return CheckResponse {
+            status: Some(rpc::Status {
+                code: OK,
+                message: String::new(),
+                details: Vec::new(),
+            }),
+            http_response: Some(HttpResponse::OkResponse(OkHttpResponse {
+                headers: vec![
+                    header("x-iamd-principal", &outcome.principal),
+                    header("x-iamd-revision", &outcome.revision.to_string()),
+                    header("x-iamd-decision-id", decision_id),
+                ],
+                ..Default::default()
+            })),
+            dynamic_metadata,
+        };
+    }
+    let body = serde_json::json!({"Type": "User", "Message": outcome.message}).to_string();
+    CheckResponse {
+        status: Some(rpc::Status {
+            code: PERMISSION_DENIED,
+            message: outcome.message.clone(),
+            details: Vec::new(),
+        }),
+        http_response: Some(HttpResponse::DeniedResponse(DeniedHttpResponse {
+            status: Some(HttpStatus {
+                code: HttpStatusCode::Forbidden.into(),
+            }),
+            headers: vec![
+                header("x-amzn-ErrorType", "AccessDeniedException"),
+                header("content-type", "application/json"),
+                header("x-amzn-RequestId", decision_id),
+                header("x-iamd-decision-id", decision_id),
+                header("x-iamd-revision", &outcome.revision.to_string()),
+            ],
+            body,
+        })),
+        dynamic_metadata,
+    }
+}
+
+#[tonic::async_trait]
+impl Authorization for EnvoyAuthorizer {
+    async fn check(
+        &self,
+        request: Request<CheckRequest>,
+    ) -> Result<Response<CheckResponse>, Status> {
+        let start = Instant::now();
+        let span = tracing::info_span!(
+            "envoy.service.auth.v3.Authorization/Check",
+            otel.kind = "server",
+            decision = tracing::field::Empty
+        );
+        let result = span.in_scope(|| {
+            let call = Call::from_request(request.into_inner());
+            let outcome = self.decide(&call)?;
+            let id = self.decision_id();
+            if outcome.decision.is_none() {
+                self.state.metrics.rejected(Api::EnvoyCheck);
+            }
+            tracing::Span::current().record("decision", outcome.decision.map_or("error", |d| d.as_str()));
+            tracing::debug!(method = %call.method, path = %call.path, decision_id = %id, message = %outcome.message, "ext_authz check");
+            Ok(check_response(&outcome, &id))
+        });
+        self.state.metrics.rpc(Api::EnvoyCheck, start.elapsed());
+        result.map(Response::new).map_err(|e| {
+            self.state.metrics.rejected(Api::EnvoyCheck);
+            super::to_status(&e)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn denies_always_carry_a_non_ok_status_and_the_lambda_error_shape() {
+        let outcome = Outcome {
+            decision: Some(DecisionKind::ImplicitDeny),
+            message: "User: * is not authorized".into(),
+            principal: "*".into(),
+            action: "lambda:InvokeFunction".into(),
+            resource: "arn:aws:lambda:us-east-1:111122223333:function:f".into(),
+            revision: 4,
+        };
+        let r = check_response(&outcome, "id-1");
+        assert_eq!(r.status.as_ref().unwrap().code, PERMISSION_DENIED);
+        let Some(HttpResponse::DeniedResponse(d)) = &r.http_response else {
+            panic!()
+        };
+        assert_eq!(
+            d.status.as_ref().unwrap().code,
+            HttpStatusCode::Forbidden as i32
+        );
+        let hdr = |k: &str| {
+            d.headers
+                .iter()
+                .find(|h| h.header.as_ref().unwrap().key == k)
+                .map(|h| h.header.as_ref().unwrap().value.clone())
+        };
+        assert_eq!(
+            hdr("x-amzn-ErrorType").as_deref(),
+            Some("AccessDeniedException")
+        );
+        let body: serde_json::Value = serde_json::from_str(&d.body).unwrap();
+        assert_eq!(body["Message"], "User: * is not authorized");
+        let errored = Outcome {
+            decision: None,
+            ..outcome
+        };
+        assert_eq!(
+            check_response(&errored, "id-2").status.unwrap().code,
+            PERMISSION_DENIED
+        );
+    }
+}
