@@ -101,6 +101,7 @@ pub fn parse(text: &str) -> Result<Node, JsonError> {
         i: 0,
         line: 1,
         line_start: 0,
+        col_at: (0, 1),
     };
     p.skip_ws();
     let node = p.value(0)?;
@@ -117,22 +118,30 @@ struct Parser<'a> {
     i: usize,
     line: u32,
     line_start: usize,
+    /// The last computed (byte offset, column): positions are asked for in
+    /// increasing order, so counting characters from there keeps a long
+    /// single-line document linear.
+    col_at: (usize, u32),
 }
 
 impl Parser<'_> {
-    fn pos(&self) -> Pos {
-        let column = self
-            .text
-            .get(self.line_start..self.i)
-            .map_or(0, |s| s.chars().count());
+    fn pos(&mut self) -> Pos {
+        let (from, col) = if self.col_at.0 >= self.line_start && self.col_at.0 <= self.i {
+            self.col_at
+        } else {
+            (self.line_start, 1)
+        };
+        let chars = self.text.get(from..self.i).map_or(0, |s| s.chars().count());
+        let column = col.saturating_add(u32::try_from(chars).unwrap_or(u32::MAX));
+        self.col_at = (self.i, column);
         Pos {
             offset: self.i,
             line: self.line,
-            column: u32::try_from(column + 1).unwrap_or(u32::MAX),
+            column,
         }
     }
 
-    fn error(&self, message: impl fmt::Display) -> JsonError {
+    fn error(&mut self, message: impl fmt::Display) -> JsonError {
         JsonError {
             message: message.to_string(),
             pos: self.pos(),

@@ -10,6 +10,7 @@ pub mod catalog;
 pub mod config;
 pub mod engine;
 pub mod finding;
+pub mod gen;
 pub mod json;
 pub mod metrics;
 pub mod policy;

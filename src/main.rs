@@ -26,6 +26,27 @@ enum Command {
     Validate(ValidateArgs),
     /// Decide one request against a store.
     Check(CheckArgs),
+    /// Write a deterministic synthetic store, for benchmarks.
+    GenStore(GenStoreArgs),
+}
+
+#[derive(Args)]
+struct GenStoreArgs {
+    /// Number of accounts (at least 2).
+    #[arg(long, default_value_t = 2)]
+    accounts: usize,
+    /// Functions per account, each with a function policy.
+    #[arg(long, default_value_t = 100)]
+    functions_per_account: usize,
+    /// Users per account (plus a tenth as many roles).
+    #[arg(long, default_value_t = 100)]
+    principals: usize,
+    /// Random seed: the same parameters and seed give the same store.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Output directory (created).
+    #[arg(long)]
+    out: PathBuf,
 }
 
 #[derive(Args)]
@@ -69,7 +90,33 @@ fn main() -> ExitCode {
         Command::Serve(args) => serve(*args),
         Command::Validate(args) => validate(&args),
         Command::Check(args) => check(&args),
+        Command::GenStore(args) => gen_store(&args),
     }
+}
+
+fn gen_store(args: &GenStoreArgs) -> ExitCode {
+    let params = iamd::gen::GenParams {
+        accounts: args.accounts.max(2),
+        functions_per_account: args.functions_per_account,
+        principals: args.principals,
+        seed: args.seed,
+    };
+    let files = iamd::gen::generate(&params);
+    if let Err(e) = iamd::gen::write(&args.out, &files) {
+        eprintln!(
+            "iamd: cannot write the store to `{}`: {e}",
+            args.out.display()
+        );
+        return ExitCode::from(1);
+    }
+    let bytes: usize = files.iter().map(|(_, t)| t.len()).sum();
+    println!(
+        "wrote {} files ({} bytes) to {}",
+        files.len(),
+        bytes,
+        args.out.display()
+    );
+    ExitCode::SUCCESS
 }
 
 fn serve(args: iamd::config::ServeArgs) -> ExitCode {

@@ -1,0 +1,121 @@
+//! Load-and-compile time and memory at store sizes from 1k to 1M statements.
+//!
+//! For each size: generate a store with `iamd::gen` onto disk, load and
+//! validate it (`store::load`), compile it (`Snapshot::compile`), and measure
+//! with a counting allocator the heap the snapshot keeps and the peak during
+//! load and compile. Prints a table and writes `target/iamd-bench/scale.json`.
+//! `cargo bench --bench scale [-- 1000 10000]` (sizes default to 1k..1M).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, unsafe_code)]
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Instant;
+
+use iamd::engine::Snapshot;
+use iamd::gen::{generate, GenParams};
+
+struct Counting;
+static CURRENT: AtomicUsize = AtomicUsize::new(0);
+static PEAK: AtomicUsize = AtomicUsize::new(0);
+
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        let now = CURRENT.fetch_add(layout.size(), Ordering::Relaxed) + layout.size();
+        PEAK.fetch_max(now, Ordering::Relaxed);
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        CURRENT.fetch_sub(layout.size(), Ordering::Relaxed);
+        unsafe { System.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        if new_size > layout.size() {
+            let now = CURRENT.fetch_add(new_size - layout.size(), Ordering::Relaxed) + new_size
+                - layout.size();
+            PEAK.fetch_max(now, Ordering::Relaxed);
+        } else {
+            CURRENT.fetch_sub(layout.size() - new_size, Ordering::Relaxed);
+        }
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+fn rss_bytes() -> usize {
+    std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|s| {
+            s.split_whitespace()
+                .nth(1)
+                .and_then(|p| p.parse::<usize>().ok())
+        })
+        .map_or(0, |pages| pages * 4096)
+}
+
+fn main() {
+    let args: Vec<usize> = std::env::args()
+        .skip(1)
+        .filter_map(|a| a.parse().ok())
+        .collect();
+    let sizes = if args.is_empty() {
+        vec![1_000, 10_000, 100_000, 1_000_000]
+    } else {
+        args
+    };
+    let out_dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/iamd-bench");
+    std::fs::create_dir_all(&out_dir).unwrap();
+    let mut rows = Vec::new();
+    println!(
+        "{:>10} {:>10} {:>9} {:>9} {:>9} {:>11} {:>11} {:>10}",
+        "target",
+        "statements",
+        "files MB",
+        "load s",
+        "compile s",
+        "snapshot MB",
+        "peak MB",
+        "B/stmt"
+    );
+    for size in sizes {
+        let params = GenParams::for_statements(size, 42);
+        let files = generate(&params);
+        let dir = tempfile::tempdir().unwrap();
+        iamd::gen::write(dir.path(), &files).unwrap();
+        let file_bytes: usize = files.iter().map(|(_, t)| t.len()).sum();
+        drop(files);
+
+        let base = CURRENT.load(Ordering::Relaxed);
+        PEAK.store(base, Ordering::Relaxed);
+        let t0 = Instant::now();
+        let loaded = iamd::store::load(dir.path()).unwrap();
+        let load_s = t0.elapsed().as_secs_f64();
+        let t1 = Instant::now();
+        let snapshot = Snapshot::compile(&loaded.store);
+        let compile_s = t1.elapsed().as_secs_f64();
+        drop(loaded);
+        let kept = CURRENT.load(Ordering::Relaxed) - base;
+        let peak = PEAK.load(Ordering::Relaxed) - base;
+        let statements = snapshot.stats().statements;
+        let per = kept as f64 / statements as f64;
+        println!(
+            "{size:>10} {statements:>10} {:>9.1} {load_s:>9.2} {compile_s:>9.2} {:>11.1} {:>11.1} {per:>10.0}",
+            file_bytes as f64 / 1e6,
+            kept as f64 / 1048576.0,
+            peak as f64 / 1048576.0
+        );
+        rows.push(serde_json::json!({
+            "target": size, "statements": statements, "file_bytes": file_bytes,
+            "load_seconds": load_s, "compile_seconds": compile_s,
+            "snapshot_bytes": kept, "peak_bytes": peak, "bytes_per_statement": per,
+            "rss_bytes": rss_bytes(),
+        }));
+        drop(snapshot);
+    }
+    std::fs::write(
+        out_dir.join("scale.json"),
+        serde_json::to_string_pretty(&rows).unwrap(),
+    )
+    .unwrap();
+}
