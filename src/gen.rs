@@ -65,50 +65,68 @@ pub fn account_id(i: usize) -> String {
 /// The region every generated function lives in.
 pub const REGION: &str = "us-east-1";
 
-/// The questions the benchmarks ask, valid for every generated store:
-/// `(name, principal, action, resource, context)`.
-pub fn probe_requests() -> Vec<(
-    &'static str,
-    String,
-    &'static str,
-    String,
-    Vec<(&'static str, String)>,
-)> {
+/// One of the questions the benchmarks ask.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Probe {
+    pub name: &'static str,
+    pub principal: String,
+    pub action: &'static str,
+    pub resource: String,
+    pub context: Vec<(&'static str, String)>,
+    /// `Allow`, `ExplicitDeny` or `ImplicitDeny`.
+    pub expect: &'static str,
+}
+
+/// The questions the benchmarks ask, valid for every generated store.
+pub fn probe_requests() -> Vec<Probe> {
     let a0 = account_id(0);
     let a1 = account_id(1);
     let f = |a: &str, name: &str| format!("arn:aws:lambda:{REGION}:{a}:function:{name}");
+    let alice = format!("arn:aws:iam::{a0}:user/probe-alice");
+    let probe = |name, principal: &str, action, resource, context, expect| Probe {
+        name,
+        principal: principal.to_owned(),
+        action,
+        resource,
+        context,
+        expect,
+    };
     vec![
-        (
+        probe(
             "allow",
-            format!("arn:aws:iam::{a0}:user/probe-alice"),
+            &alice,
             "lambda:InvokeFunction",
             f(&a0, "f-1"),
             vec![],
+            "Allow",
         ),
-        (
+        probe(
             "explicit_deny",
-            format!("arn:aws:iam::{a0}:user/probe-alice"),
+            &alice,
             "lambda:DeleteFunction",
             f(&a0, "f-1:prod"),
             vec![],
+            "ExplicitDeny",
         ),
-        (
+        probe(
             "implicit_deny",
-            format!("arn:aws:iam::{a0}:user/probe-alice"),
+            &alice,
             "lambda:GetPolicy",
             f(&a0, "f-1"),
             vec![],
+            "ImplicitDeny",
         ),
-        (
+        probe(
             "cross_account",
-            format!("arn:aws:iam::{a1}:user/probe-partner"),
+            &format!("arn:aws:iam::{a1}:user/probe-partner"),
             "lambda:InvokeFunction",
             f(&a0, "f-0"),
             vec![],
+            "Allow",
         ),
-        (
+        probe(
             "conditions",
-            "s3.amazonaws.com".to_owned(),
+            "s3.amazonaws.com",
             "lambda:InvokeFunction",
             f(&a0, "f-0"),
             vec![
@@ -117,13 +135,15 @@ pub fn probe_requests() -> Vec<(
                 ("aws:SourceIp", "10.20.30.40".to_owned()),
                 ("aws:SecureTransport", "true".to_owned()),
             ],
+            "Allow",
         ),
-        (
+        probe(
             "policy_variable",
-            format!("arn:aws:iam::{a0}:user/probe-var"),
+            &format!("arn:aws:iam::{a0}:user/probe-var"),
             "lambda:UpdateFunctionCode",
             f(&a0, "probe-var-tools"),
             vec![],
+            "Allow",
         ),
     ]
 }
@@ -532,7 +552,7 @@ pub fn write(dir: &std::path::Path, files: &[(String, String)]) -> std::io::Resu
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::{self, ContextEntry, DecisionKind, Request, Snapshot};
+    use crate::engine::{self, ContextEntry, Request, Snapshot};
 
     #[test]
     fn generated_stores_load_and_answer_the_probes() {
@@ -546,22 +566,21 @@ mod tests {
         let snap = Snapshot::compile(&store);
         let n = snap.stats().statements;
         assert!((1_500..3_000).contains(&n), "{n} statements");
-        let want = [
-            DecisionKind::Allow,
-            DecisionKind::ExplicitDeny,
-            DecisionKind::ImplicitDeny,
-            DecisionKind::Allow,
-            DecisionKind::Allow,
-            DecisionKind::Allow,
-        ];
         let now = jiff::Timestamp::from_second(1_780_000_000).unwrap();
-        for ((name, p, a, r, ctx), want) in probe_requests().into_iter().zip(want) {
-            let ctx: Vec<ContextEntry> = ctx
-                .into_iter()
-                .map(|(k, v)| ContextEntry::new(k, [v]))
+        for probe in probe_requests() {
+            let ctx: Vec<ContextEntry> = probe
+                .context
+                .iter()
+                .map(|(k, v)| ContextEntry::new(*k, [v]))
                 .collect();
-            let req = Request::new(&p, a, &r, &ctx, now).unwrap();
-            assert_eq!(engine::decide(&snap, &req).kind, want, "{name}");
+            let req =
+                Request::new(&probe.principal, probe.action, &probe.resource, &ctx, now).unwrap();
+            assert_eq!(
+                engine::decide(&snap, &req).kind.as_str(),
+                probe.expect,
+                "{}",
+                probe.name
+            );
         }
     }
 }
