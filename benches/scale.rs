@@ -92,9 +92,8 @@ fn main() {
         let loaded = iamd::store::load(dir.path()).unwrap();
         let load_s = t0.elapsed().as_secs_f64();
         let t1 = Instant::now();
-        let snapshot = Snapshot::compile(&loaded.store);
+        let snapshot = Snapshot::compile_owned(loaded.store);
         let compile_s = t1.elapsed().as_secs_f64();
-        drop(loaded);
         let kept = CURRENT.load(Ordering::Relaxed) - base;
         let peak = PEAK.load(Ordering::Relaxed) - base;
         let statements = snapshot.stats().statements;

@@ -50,6 +50,18 @@ fn rows(text: &'static str) -> impl Iterator<Item = Vec<&'static str>> {
         .map(|l| l.split('\t').collect())
 }
 
+static LAMBDA_LOWER: LazyLock<Vec<String>> = LazyLock::new(|| {
+    LAMBDA_ACTIONS
+        .iter()
+        .map(|a| a.name.to_lowercase())
+        .collect()
+});
+
+/// Every Lambda action name in lower case, as action patterns are matched.
+pub fn lambda_actions_lower() -> &'static [String] {
+    &LAMBDA_LOWER
+}
+
 /// Every Lambda action, in the reference's order.
 pub fn lambda_actions() -> &'static [ActionInfo] {
     &LAMBDA_ACTIONS

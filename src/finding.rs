@@ -5,6 +5,7 @@
 //! message, and the place: file, JSON path, line and column.
 
 use std::fmt;
+use std::sync::Arc;
 
 use serde::Serialize;
 
@@ -38,8 +39,8 @@ impl fmt::Display for FindingType {
 /// Where a finding points.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Location {
-    /// The store file, relative to the store directory.
-    pub file: String,
+    /// The store file, relative to the store directory (shared by every location in it).
+    pub file: Arc<str>,
     /// JSON path inside the file, `$` for the whole document.
     pub path: String,
     pub line: u32,
@@ -80,13 +81,13 @@ impl fmt::Display for Finding {
 /// position of that string (inner positions mean nothing to the reader).
 #[derive(Debug, Clone)]
 pub struct Origin {
-    pub file: String,
+    pub file: Arc<str>,
     pub base: JsonPath,
     pub embedded_at: Option<Pos>,
 }
 
 impl Origin {
-    pub fn file(file: impl Into<String>) -> Self {
+    pub fn file(file: impl Into<Arc<str>>) -> Self {
         Origin {
             file: file.into(),
             base: JsonPath::root(),

@@ -239,7 +239,7 @@ fn check(args: &CheckArgs) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let snapshot = Snapshot::compile(&loaded.store);
+    let snapshot = Snapshot::compile_owned(loaded.store);
     let decision = engine::decide(&snapshot, &request);
     let explanation = args.explain.then(|| engine::explain(&snapshot, &request));
     if let Some(x) = &explanation {

@@ -58,11 +58,11 @@ impl SnapshotCell {
     /// call it off the async runtime's worker threads.
     pub fn reload(&self, dir: &Path) -> Result<Reloaded, LoadError> {
         let loaded = store::load(dir)?;
-        let snapshot = Snapshot::compile(&loaded.store);
+        let warnings = loaded.findings.len();
+        let snapshot = Snapshot::compile_owned(loaded.store);
         let stats = snapshot.stats();
         // Only the reload task calls this, so the read-increment-store cannot race.
         let revision = self.current.load().as_ref().map_or(0, |s| s.revision) + 1;
-        let warnings = loaded.findings.len();
         self.current.store(Some(Arc::new(Served {
             snapshot,
             revision,

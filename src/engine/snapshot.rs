@@ -63,7 +63,6 @@ pub struct PolicyInfo {
     pub name: Box<str>,
     pub policy_type: PolicyType,
     pub statements: std::ops::Range<StmtId>,
-    pub location: Option<Location>,
 }
 
 /// One statement, ready to evaluate.
@@ -78,14 +77,39 @@ pub struct CompiledStatement {
     pub resource: Option<ResourceElement>,
     pub principal: Option<PrincipalMatcher>,
     pub condition: Condition,
-    pub location: Location,
+    pub location: StatementLocation,
+}
+
+/// Where a statement is written: file, line and column (the JSON path is
+/// only needed for validation findings, which come before compilation).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StatementLocation {
+    pub file: std::sync::Arc<str>,
+    pub line: u32,
+    pub column: u32,
+}
+
+impl From<Location> for StatementLocation {
+    fn from(l: Location) -> Self {
+        StatementLocation {
+            file: l.file,
+            line: l.line,
+            column: l.column,
+        }
+    }
 }
 
 /// Statements of a set of policies, grouped by the literal actions they name.
+///
+/// Most indexes hold a handful of actions, so the buckets are one sorted
+/// array searched by bisection: smaller and faster than a hash map there.
 #[derive(Debug, Clone, Default)]
 pub struct StatementIndex {
+    /// `(action, end)` sorted by action; the bucket of entry `i` is
+    /// `bucket_items[end(i-1)..end(i)]`.
+    buckets: Box<[(ActionId, u32)]>,
     /// Statements whose `Action` lists only literal actions, under each of them.
-    by_action: FxHashMap<ActionId, Box<[StmtId]>>,
+    bucket_items: Box<[StmtId]>,
     /// Statements with wildcard actions or `NotAction`: always candidates.
     other: Box<[StmtId]>,
     /// The policies indexed, for exhaustive evaluation and explanations.
@@ -99,8 +123,15 @@ impl StatementIndex {
         action: Option<ActionId>,
     ) -> impl Iterator<Item = (bool, StmtId)> + '_ {
         let exact = action
-            .and_then(|a| self.by_action.get(&a))
-            .map(|b| b.as_ref())
+            .and_then(|a| {
+                let i = self.buckets.binary_search_by_key(&a, |(id, _)| *id).ok()?;
+                let start = i
+                    .checked_sub(1)
+                    .and_then(|p| self.buckets.get(p))
+                    .map_or(0, |(_, e)| *e);
+                let end = self.buckets.get(i)?.1;
+                self.bucket_items.get(start as usize..end as usize)
+            })
             .unwrap_or_default();
         exact
             .iter()
@@ -183,22 +214,25 @@ impl Builder {
         &mut self,
         name: String,
         policy_type: PolicyType,
-        policy: &Policy,
-        location: Option<Location>,
+        policy: &mut Policy,
     ) -> PolicyId {
         let pid = u32::try_from(self.snap.policies.len()).unwrap_or(u32::MAX);
         let start = u32::try_from(self.snap.statements.len()).unwrap_or(u32::MAX);
-        for (i, s) in policy.statements.iter().enumerate() {
+        // The store is consumed: statements move into the arena.
+        for (i, s) in std::mem::take(&mut policy.statements)
+            .into_iter()
+            .enumerate()
+        {
             self.snap.statements.push(CompiledStatement {
                 policy: pid,
                 index: u32::try_from(i).unwrap_or(u32::MAX),
-                sid: s.sid.clone(),
-                effect: s.effect,
-                action: s.action.clone(),
-                resource: s.resource.clone(),
                 principal: s.principal.as_ref().map(PrincipalMatcher::compile),
-                condition: s.condition.clone(),
-                location: s.location.clone(),
+                sid: s.sid,
+                effect: s.effect,
+                action: s.action,
+                resource: s.resource,
+                condition: s.condition,
+                location: s.location.into(),
             });
         }
         let end = u32::try_from(self.snap.statements.len()).unwrap_or(u32::MAX);
@@ -206,7 +240,6 @@ impl Builder {
             name: name.into(),
             policy_type,
             statements: start..end,
-            location,
         });
         pid
     }
@@ -242,14 +275,18 @@ impl Builder {
                 }
             }
         }
+        let mut by_action: Vec<(ActionId, Vec<StmtId>)> = by_action.into_iter().collect();
+        by_action.sort_by_key(|(a, _)| *a);
+        let mut buckets = Vec::with_capacity(by_action.len());
+        let mut bucket_items = Vec::new();
+        for (a, mut v) in by_action {
+            v.dedup();
+            bucket_items.extend(v);
+            buckets.push((a, u32::try_from(bucket_items.len()).unwrap_or(u32::MAX)));
+        }
         StatementIndex {
-            by_action: by_action
-                .into_iter()
-                .map(|(a, mut v)| {
-                    v.dedup();
-                    (a, v.into_boxed_slice())
-                })
-                .collect(),
+            buckets: buckets.into_boxed_slice(),
+            bucket_items: bucket_items.into_boxed_slice(),
             other: other.into_boxed_slice(),
             policies: policies.into_boxed_slice(),
         }
@@ -259,16 +296,14 @@ impl Builder {
         &mut self,
         owner_arn: &str,
         policy_type: PolicyType,
-        list: &[NamedPolicy],
-        location: &Location,
+        list: &mut [NamedPolicy],
     ) -> Vec<PolicyId> {
-        list.iter()
+        list.iter_mut()
             .map(|n| {
                 self.add_policy(
                     format!("{owner_arn}/inline/{}", n.name),
                     policy_type,
-                    &n.policy,
-                    Some(location.clone()),
+                    &mut n.policy,
                 )
             })
             .collect()
@@ -277,7 +312,14 @@ impl Builder {
 
 impl Snapshot {
     /// Compiles a validated store.
+    /// Compiles a validated store (copying it; see [`Snapshot::compile_owned`]).
     pub fn compile(store: &Store) -> Snapshot {
+        Self::compile_owned(store.clone())
+    }
+
+    /// Compiles a validated store, consuming it: its statements move into
+    /// the snapshot rather than being copied.
+    pub fn compile_owned(mut store: Store) -> Snapshot {
         let mut b = Builder {
             snap: Snapshot::default(),
         };
@@ -288,15 +330,10 @@ impl Snapshot {
             b.intern(&a.to_lowercase());
         }
 
-        let mut managed: FxHashMap<&str, PolicyId> = FxHashMap::default();
-        for m in &store.managed {
-            let id = b.add_policy(
-                m.arn.clone(),
-                PolicyType::Managed,
-                &m.policy,
-                Some(m.location.clone()),
-            );
-            managed.insert(&m.arn, id);
+        let mut managed: FxHashMap<String, PolicyId> = FxHashMap::default();
+        for m in &mut store.managed {
+            let id = b.add_policy(m.arn.clone(), PolicyType::Managed, &mut m.policy);
+            managed.insert(m.arn.clone(), id);
         }
         let attached = |arns: &[String]| -> Vec<PolicyId> {
             arns.iter()
@@ -316,18 +353,18 @@ impl Snapshot {
                 )
             };
 
-        let mut group_policies: FxHashMap<(&str, &str), Vec<PolicyId>> = FxHashMap::default();
-        for g in &store.groups {
-            let mut ids = b.inline(&g.arn, PolicyType::Group, &g.inline, &g.location);
+        let mut group_policies: FxHashMap<(String, String), Vec<PolicyId>> = FxHashMap::default();
+        for g in &mut store.groups {
+            let mut ids = b.inline(&g.arn, PolicyType::Group, &mut g.inline);
             ids.extend(attached(&g.attached));
-            group_policies.insert((&g.account, &g.name), ids);
+            group_policies.insert((g.account.clone(), g.name.clone()), ids);
         }
 
-        for u in &store.users {
-            let mut ids = b.inline(&u.arn, PolicyType::User, &u.inline, &u.location);
+        for u in &mut store.users {
+            let mut ids = b.inline(&u.arn, PolicyType::User, &mut u.inline);
             ids.extend(attached(&u.attached));
             for g in &u.groups {
-                if let Some(gp) = group_policies.get(&(u.account.as_str(), g.as_str())) {
+                if let Some(gp) = group_policies.get(&(u.account.clone(), g.clone())) {
                     ids.extend(gp);
                 }
             }
@@ -351,8 +388,8 @@ impl Snapshot {
                 .insert(u.name.as_str().into(), eid);
         }
 
-        for r in &store.roles {
-            let mut ids = b.inline(&r.arn, PolicyType::Role, &r.inline, &r.location);
+        for r in &mut store.roles {
+            let mut ids = b.inline(&r.arn, PolicyType::Role, &mut r.inline);
             ids.extend(attached(&r.attached));
             let permissions = b.index(ids);
             let boundary = boundary_index(&mut b, &r.boundary);
@@ -372,39 +409,28 @@ impl Snapshot {
                 .entry(r.account.as_str().into())
                 .or_default()
                 .insert(r.name.as_str().into(), eid);
-            if let Some(trust) = &r.trust {
-                let pid = b.add_policy(
-                    r.arn.clone(),
-                    PolicyType::RoleTrust,
-                    trust,
-                    Some(r.location.clone()),
-                );
+            if let Some(trust) = &mut r.trust {
+                let pid = b.add_policy(r.arn.clone(), PolicyType::RoleTrust, trust);
                 let index = b.index(vec![pid]);
                 b.add_resource(&r.arn, index, true);
             }
         }
 
-        for rp in &store.resource_policies {
+        for rp in &mut store.resource_policies {
             let pid = b.add_policy(
                 rp.resource_arn.clone(),
                 PolicyType::Resource,
-                &rp.policy,
-                Some(rp.location.clone()),
+                &mut rp.policy,
             );
             let index = b.index(vec![pid]);
             b.add_resource(&rp.resource_arn, index, false);
         }
 
-        let mut scp_targets: FxHashMap<&str, Vec<PolicyId>> = FxHashMap::default();
-        for scp in &store.scps {
-            let pid = b.add_policy(
-                scp.name.clone(),
-                PolicyType::Scp,
-                &scp.policy,
-                Some(scp.location.clone()),
-            );
+        let mut scp_targets: FxHashMap<String, Vec<PolicyId>> = FxHashMap::default();
+        for scp in &mut store.scps {
+            let pid = b.add_policy(scp.name.clone(), PolicyType::Scp, &mut scp.policy);
             for t in &scp.targets {
-                scp_targets.entry(t).or_default().push(pid);
+                scp_targets.entry(t.clone()).or_default().push(pid);
             }
         }
         let mut targets: Vec<_> = scp_targets.into_iter().collect();
@@ -412,7 +438,7 @@ impl Snapshot {
         for (account, ids) in targets {
             let index = b.index(ids);
             let i = u32::try_from(b.snap.scps.len()).unwrap_or(u32::MAX);
-            b.snap.scps.push((account.into(), index));
+            b.snap.scps.push((account.as_str().into(), index));
             b.snap.scps_by_account.insert(account.into(), i);
         }
 

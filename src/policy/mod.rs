@@ -57,6 +57,8 @@ pub struct Policy {
     pub version: Version,
     pub id: Option<Box<str>>,
     pub statements: Vec<Statement>,
+    /// Size in non-white-space characters, as IAM's quotas count it.
+    pub size: usize,
 }
 
 /// One statement, compiled.

@@ -308,6 +308,7 @@ pub fn parse_policy(
         version,
         id,
         statements,
+        size,
     })
 }
 
@@ -820,11 +821,12 @@ fn parse_action(cx: &mut Ctx<'_>, path: &JsonPath, node: &Node) -> Option<Action
             },
         ) {
             Ok(p) => {
-                if lower.starts_with("lambda:")
-                    && !catalog::lambda_actions()
-                        .iter()
-                        .any(|a| p.matches(&a.name.to_lowercase(), &super::pattern::NoVars))
-                {
+                let names = catalog::lambda_actions_lower();
+                let known = match p.as_literal() {
+                    Some(l) => names.iter().any(|n| n == l),
+                    None => names.iter().any(|n| p.matches(n, &super::pattern::NoVars)),
+                };
+                if lower.starts_with("lambda:") && !known {
                     cx.warn(
                         FindingType::Warning,
                         "UNKNOWN_ACTION",

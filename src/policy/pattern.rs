@@ -73,27 +73,35 @@ pub enum PatternError {
     BadDefault(String),
 }
 
-/// The cheapest way to match, chosen at compile time.
+/// The cheapest way to match, chosen at compile time. Literal forms keep
+/// only the literal text, so a typical pattern costs one allocation.
 #[derive(Debug, Clone, PartialEq, Eq)]
-enum Fast {
+enum Kind {
     Any,
-    Exact(Box<str>),
-    Prefix(Box<str>),
-    Suffix(Box<str>),
-    General,
+    Exact,
+    Prefix,
+    Suffix,
+    General(Box<General>),
+}
+
+/// A pattern with inner wildcards or variables.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct General {
+    source: Box<str>,
+    segments: Box<[Segment]>,
 }
 
 /// A compiled pattern.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Pattern {
-    source: Box<str>,
-    segments: Box<[Segment]>,
-    fast: Fast,
+    /// The literal (Exact), the prefix or suffix without its `*`; empty otherwise.
+    text: Box<str>,
+    kind: Kind,
 }
 
 impl fmt::Display for Pattern {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.source)
+        f.write_str(&self.source())
     }
 }
 
@@ -105,7 +113,10 @@ impl Pattern {
 
     /// A pattern that matches exactly `s`.
     pub fn literal(s: &str) -> Self {
-        Self::from_segments(s, vec![Segment::Lit(s.into())])
+        Pattern {
+            text: s.into(),
+            kind: Kind::Exact,
+        }
     }
 
     fn from_segments(source: &str, mut segments: Vec<Segment>) -> Self {
@@ -119,52 +130,72 @@ impl Pattern {
                 (_, seg) => merged.push(seg),
             }
         }
-        let fast = match merged.as_slice() {
-            [] => Fast::Exact("".into()),
-            [Segment::Star] => Fast::Any,
-            [Segment::Lit(s)] => Fast::Exact(s.clone()),
-            [Segment::Lit(s), Segment::Star] => Fast::Prefix(s.clone()),
-            [Segment::Star, Segment::Lit(s)] => Fast::Suffix(s.clone()),
-            _ => Fast::General,
+        let (text, kind) = match merged.as_mut_slice() {
+            [] => (Box::from(""), Kind::Exact),
+            [Segment::Star] => (Box::from(""), Kind::Any),
+            [Segment::Lit(s)] => (std::mem::take(s), Kind::Exact),
+            [Segment::Lit(s), Segment::Star] => (std::mem::take(s), Kind::Prefix),
+            [Segment::Star, Segment::Lit(s)] => (std::mem::take(s), Kind::Suffix),
+            _ => (
+                Box::from(""),
+                Kind::General(Box::new(General {
+                    source: source.into(),
+                    segments: merged.into_boxed_slice(),
+                })),
+            ),
         };
-        Pattern {
-            source: source.into(),
-            segments: merged.into_boxed_slice(),
-            fast,
-        }
+        Pattern { text, kind }
     }
 
-    /// The text the pattern was written as.
-    pub fn source(&self) -> &str {
-        &self.source
+    /// The text the pattern was written as (escapes shown resolved).
+    pub fn source(&self) -> std::borrow::Cow<'_, str> {
+        match &self.kind {
+            Kind::Any => "*".into(),
+            Kind::Exact => self.text.as_ref().into(),
+            Kind::Prefix => format!("{}*", self.text).into(),
+            Kind::Suffix => format!("*{}", self.text).into(),
+            Kind::General(g) => g.source.as_ref().into(),
+        }
     }
 
     /// True when the pattern is `*` alone.
     pub fn is_any(&self) -> bool {
-        self.fast == Fast::Any
+        self.kind == Kind::Any
     }
 
     /// The literal this pattern matches, if it has no wildcard or variable.
     pub fn as_literal(&self) -> Option<&str> {
-        match &self.fast {
-            Fast::Exact(s) => Some(s),
+        match &self.kind {
+            Kind::Exact => Some(&self.text),
             _ => None,
         }
     }
 
+    fn segments(&self) -> &[Segment] {
+        match &self.kind {
+            Kind::General(g) => &g.segments,
+            _ => &[],
+        }
+    }
+
     pub fn has_variables(&self) -> bool {
-        self.segments.iter().any(|s| matches!(s, Segment::Var(_)))
+        self.segments().iter().any(|s| matches!(s, Segment::Var(_)))
     }
 
     pub fn has_wildcards(&self) -> bool {
-        self.segments
-            .iter()
-            .any(|s| matches!(s, Segment::Star | Segment::One))
+        match &self.kind {
+            Kind::Exact => false,
+            Kind::Any | Kind::Prefix | Kind::Suffix => true,
+            Kind::General(g) => g
+                .segments
+                .iter()
+                .any(|s| matches!(s, Segment::Star | Segment::One)),
+        }
     }
 
     /// The variables this pattern refers to.
     pub fn variables(&self) -> impl Iterator<Item = &Variable> {
-        self.segments.iter().filter_map(|s| match s {
+        self.segments().iter().filter_map(|s| match s {
             Segment::Var(v) => Some(v),
             _ => None,
         })
@@ -172,41 +203,28 @@ impl Pattern {
 
     /// Case-sensitive match.
     pub fn matches(&self, text: &str, vars: &dyn VarSource) -> bool {
-        match &self.fast {
-            Fast::Any => true,
-            Fast::Exact(s) => s.as_ref() == text,
-            Fast::Prefix(p) => text.starts_with(p.as_ref()),
-            Fast::Suffix(s) => text.ends_with(s.as_ref()),
-            Fast::General => glob(&self.segments, text, vars, false),
+        match &self.kind {
+            Kind::Any => true,
+            Kind::Exact => self.text.as_ref() == text,
+            Kind::Prefix => text.starts_with(self.text.as_ref()),
+            Kind::Suffix => text.ends_with(self.text.as_ref()),
+            Kind::General(g) => glob(&g.segments, text, vars, false),
         }
     }
 
     /// Match ignoring case (Unicode lower-case mapping).
     pub fn matches_ignore_case(&self, text: &str, vars: &dyn VarSource) -> bool {
-        match &self.fast {
-            Fast::Any => true,
-            Fast::Exact(s) => eq_ignore_case(s, text),
-            _ => glob(&self.segments, text, vars, true),
-        }
-    }
-
-    /// The value with variables substituted, when it has no wildcards:
-    /// what `StringEquals` compares against. `None` if a variable has no value.
-    pub fn with_literal<R>(&self, vars: &dyn VarSource, f: impl FnOnce(&str) -> R) -> Option<R> {
-        match &self.fast {
-            Fast::Exact(s) => Some(f(s)),
-            _ => {
-                let mut out = String::new();
-                for seg in self.segments.iter() {
-                    match seg {
-                        Segment::Lit(s) => out.push_str(s),
-                        Segment::Star => out.push('*'),
-                        Segment::One => out.push('?'),
-                        Segment::Var(v) => out.push_str(v.resolve(vars)?),
-                    }
-                }
-                Some(f(&out))
-            }
+        let folded = |s: &str| {
+            s.chars()
+                .flat_map(char::to_lowercase)
+                .collect::<Vec<char>>()
+        };
+        match &self.kind {
+            Kind::Any => true,
+            Kind::Exact => eq_ignore_case(&self.text, text),
+            Kind::Prefix => folded(text).starts_with(&folded(&self.text)),
+            Kind::Suffix => folded(text).ends_with(&folded(&self.text)),
+            Kind::General(g) => glob(&g.segments, text, vars, true),
         }
     }
 }
@@ -437,16 +455,17 @@ fn glob(segments: &[Segment], text: &str, vars: &dyn VarSource, fold: bool) -> b
 /// `function:f:prod`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ArnPattern {
-    source: Box<str>,
+    /// The exact ARN, the prefix (without its `*`), or the source of a component pattern.
+    text: Box<str>,
     kind: ArnKind,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum ArnKind {
     Any,
-    Exact(Box<str>),
+    Exact,
     /// All five fixed components literal, resource = literal prefix + `*`.
-    Prefix(Box<str>),
+    Prefix,
     Components(Box<[Pattern; 6]>),
 }
 
@@ -466,7 +485,7 @@ pub enum ArnPatternError {
 
 impl fmt::Display for ArnPattern {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.source)
+        f.write_str(&self.source())
     }
 }
 
@@ -478,7 +497,7 @@ impl ArnPattern {
         };
         if source == "*" {
             return Ok(ArnPattern {
-                source: source.into(),
+                text: Box::from(""),
                 kind: ArnKind::Any,
             });
         }
@@ -533,19 +552,21 @@ impl ArnPattern {
             return Err(ArnPatternError::WildcardService(source.into()));
         }
         let head_literal = comps[..5].iter().all(|c| c.as_literal().is_some());
-        let kind = match (&comps[5].fast, head_literal) {
-            (Fast::Exact(_), true) => ArnKind::Exact(literal_text(&comps)),
-            (Fast::Prefix(_), true) => ArnKind::Prefix(literal_text(&comps)),
-            _ => ArnKind::Components(comps),
+        let (text, kind) = match (&comps[5].kind, head_literal) {
+            (Kind::Exact, true) => (literal_text(&comps), ArnKind::Exact),
+            (Kind::Prefix, true) => (literal_text(&comps), ArnKind::Prefix),
+            _ => (source.into(), ArnKind::Components(comps)),
         };
-        Ok(ArnPattern {
-            source: source.into(),
-            kind,
-        })
+        Ok(ArnPattern { text, kind })
     }
 
-    pub fn source(&self) -> &str {
-        &self.source
+    /// The pattern as written (escapes shown resolved).
+    pub fn source(&self) -> std::borrow::Cow<'_, str> {
+        match &self.kind {
+            ArnKind::Any => "*".into(),
+            ArnKind::Prefix => format!("{}*", self.text).into(),
+            ArnKind::Exact | ArnKind::Components(_) => self.text.as_ref().into(),
+        }
     }
 
     pub fn is_any(&self) -> bool {
@@ -555,7 +576,7 @@ impl ArnPattern {
     /// The exact ARN this pattern names, if it has no wildcard or variable.
     pub fn as_literal(&self) -> Option<&str> {
         match &self.kind {
-            ArnKind::Exact(s) => Some(s),
+            ArnKind::Exact => Some(&self.text),
             _ => None,
         }
     }
@@ -571,7 +592,7 @@ impl ArnPattern {
     pub fn service(&self) -> Option<&str> {
         match &self.kind {
             ArnKind::Any => None,
-            ArnKind::Exact(s) | ArnKind::Prefix(s) => s.split(':').nth(2),
+            ArnKind::Exact | ArnKind::Prefix => self.text.split(':').nth(2),
             ArnKind::Components(c) => c[2].as_literal(),
         }
     }
@@ -579,8 +600,8 @@ impl ArnPattern {
     pub fn matches(&self, text: &str, vars: &dyn VarSource) -> bool {
         match &self.kind {
             ArnKind::Any => true,
-            ArnKind::Exact(s) => s.as_ref() == text,
-            ArnKind::Prefix(p) => text.starts_with(p.as_ref()),
+            ArnKind::Exact => self.text.as_ref() == text,
+            ArnKind::Prefix => text.starts_with(self.text.as_ref()),
             ArnKind::Components(comps) => {
                 let mut parts = text.splitn(6, ':');
                 comps.iter().all(|c| match parts.next() {
@@ -611,9 +632,8 @@ fn literal_text(comps: &[Pattern; 6]) -> Box<str> {
         if i > 0 {
             out.push(':');
         }
-        match &c.fast {
-            Fast::Exact(s) | Fast::Prefix(s) => out.push_str(s),
-            _ => {}
+        if matches!(c.kind, Kind::Exact | Kind::Prefix) {
+            out.push_str(&c.text);
         }
     }
     out.into()

@@ -9,7 +9,7 @@ use super::{
 use crate::finding::{FindingType, Findings, Location, Origin};
 use crate::json::{self, JsonPath, Node, Value};
 use crate::policy::arn::{is_account_id, Arn};
-use crate::policy::parse::{compact_len, parse_policy, parse_policy_text, PolicyKind};
+use crate::policy::parse::{parse_policy, parse_policy_text, PolicyKind};
 use crate::policy::Policy;
 
 #[derive(Default)]
@@ -103,13 +103,17 @@ impl FileCx<'_> {
         match &node.value {
             Value::Object(_) => {
                 let origin = self.origin.nested(path);
-                let size = compact_len(node);
-                parse_policy(node, kind, &origin, self.findings).map(|p| (p, size))
+                parse_policy(node, kind, &origin, self.findings).map(|p| {
+                    let size = p.size;
+                    (p, size)
+                })
             }
             Value::String(text) => {
                 let origin = self.origin.embedded(path, node.pos);
-                let size = text.chars().filter(|c| !c.is_whitespace()).count();
-                parse_policy_text(text, node, kind, &origin, self.findings).map(|p| (p, size))
+                parse_policy_text(text, node, kind, &origin, self.findings).map(|p| {
+                    let size = p.size;
+                    (p, size)
+                })
             }
             other => {
                 self.error(
@@ -223,6 +227,28 @@ impl FileCx<'_> {
 }
 
 impl Builder {
+    /// Adds what another builder read (files are read in parallel, then merged in order).
+    pub(super) fn absorb(&mut self, other: Builder) {
+        let Store {
+            accounts,
+            users,
+            groups,
+            roles,
+            managed,
+            resource_policies,
+            scps,
+            files,
+        } = other.store;
+        self.store.accounts.extend(accounts);
+        self.store.users.extend(users);
+        self.store.groups.extend(groups);
+        self.store.roles.extend(roles);
+        self.store.managed.extend(managed);
+        self.store.resource_policies.extend(resource_policies);
+        self.store.scps.extend(scps);
+        self.store.files.extend(files);
+    }
+
     pub(super) fn add_file(&mut self, rel: &str, text: &str, findings: &mut Findings) {
         self.store.files.push(rel.to_owned());
         let root = match json::parse(text) {
@@ -232,7 +258,7 @@ impl Builder {
                     FindingType::Error,
                     "JSON_SYNTAX_ERROR",
                     Location {
-                        file: rel.to_owned(),
+                        file: rel.into(),
                         path: "$".into(),
                         line: e.pos.line,
                         column: e.pos.column,
@@ -451,12 +477,15 @@ impl Builder {
         };
         let location = cx.loc(&top.key("Policy"), doc);
         // The statements' literal resources decide, unless the file names one.
-        let named: BTreeSet<&str> = policy
-            .statements
-            .iter()
-            .flat_map(|s| s.resource.iter().flat_map(|r| r.patterns.iter()))
-            .map(|p| p.as_literal().unwrap_or(p.source()))
-            .collect();
+        let patterns = || {
+            policy
+                .statements
+                .iter()
+                .flat_map(|s| s.resource.iter().flat_map(|r| r.patterns.iter()))
+        };
+        let named: BTreeSet<String> = patterns().map(|p| p.source().into_owned()).collect();
+        // Only literal ARNs can say which resource the policy is on.
+        let literals: Option<BTreeSet<&str>> = patterns().map(|p| p.as_literal()).collect();
         let resource_arn = match declared {
             Some(arn) => {
                 if let Err(e) = Arn::parse(&arn) {
@@ -485,10 +514,10 @@ impl Builder {
                 arn
             }
             None => {
-                let single = (named.len() == 1)
-                    .then(|| named.iter().next().copied())
-                    .flatten()
-                    .filter(|r| Arn::parse(r).is_ok() && !r.contains(['*', '?']));
+                let single = literals
+                    .filter(|l| l.len() == 1)
+                    .and_then(|l| l.into_iter().next())
+                    .filter(|r| Arn::parse(r).is_ok());
                 match single {
                     Some(r) => r.to_owned(),
                     None => {
@@ -499,7 +528,7 @@ impl Builder {
                             format!(
                                 "cannot tell which resource this policy is attached to: its statements name {} resources ({}); add \"ResourceArn\" to the file",
                                 named.len(),
-                                named.iter().copied().collect::<Vec<_>>().join(", ")
+                                named.iter().map(String::as_str).collect::<Vec<_>>().join(", ")
                             ),
                         );
                         return;

@@ -203,31 +203,74 @@ pub fn load(dir: &Path) -> Result<Loaded, LoadError> {
 /// (`iamd validate` lists them all).
 pub fn load_with_findings(dir: &Path) -> Result<(Option<Store>, Findings), LoadError> {
     let paths = list_files(dir)?;
-    let mut findings = Findings::new();
-    let mut builder = files::Builder::default();
-    for path in &paths {
+    let parts = in_parallel(&paths, |path| {
         let rel = path
             .strip_prefix(dir)
             .unwrap_or(path)
             .to_string_lossy()
             .into_owned();
-        let file_loc = Location {
-            file: rel.clone(),
-            path: "$".into(),
-            line: 1,
-            column: 1,
-        };
-        let text = match read_file(path) {
-            Ok(t) => t,
+        let mut findings = Findings::new();
+        let mut part = files::Builder::default();
+        match read_file(path) {
+            Ok(text) => part.add_file(&rel, &text, &mut findings),
             Err(msg) => {
-                findings.push(FindingType::Error, "UNREADABLE_FILE", file_loc, msg);
-                continue;
+                let loc = Location {
+                    file: rel.into(),
+                    path: "$".into(),
+                    line: 1,
+                    column: 1,
+                };
+                findings.push(FindingType::Error, "UNREADABLE_FILE", loc, msg);
             }
-        };
-        builder.add_file(&rel, &text, &mut findings);
+        }
+        (part, findings)
+    });
+    Ok(merge(parts))
+}
+
+/// Reads files on every core: files are independent until the cross-file
+/// checks, and parsing dominates load time for large stores.
+fn in_parallel<T: Sync, R: Send>(items: &[T], work: impl Fn(&T) -> R + Sync) -> Vec<R> {
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .clamp(1, 8);
+    if threads == 1 || items.len() < 2 {
+        return items.iter().map(&work).collect();
+    }
+    let mut results: Vec<(usize, R)> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..threads)
+            .map(|t| {
+                let work = &work;
+                scope.spawn(move || {
+                    items
+                        .iter()
+                        .enumerate()
+                        .skip(t)
+                        .step_by(threads)
+                        .map(|(i, item)| (i, work(item)))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap_or_default())
+            .collect()
+    });
+    // Merge in file order, so findings and the store do not depend on scheduling.
+    results.sort_by_key(|(i, _)| *i);
+    results.into_iter().map(|(_, r)| r).collect()
+}
+
+fn merge(parts: Vec<(files::Builder, Findings)>) -> (Option<Store>, Findings) {
+    let mut findings = Findings::new();
+    let mut builder = files::Builder::default();
+    for (part, f) in parts {
+        builder.absorb(part);
+        findings.extend(f);
     }
     let store = builder.finish(&mut findings);
-    Ok(((!findings.has_errors()).then_some(store), findings))
+    ((!findings.has_errors()).then_some(store), findings)
 }
 
 /// Builds a store from file names and contents already in memory, with the
@@ -235,13 +278,13 @@ pub fn load_with_findings(dir: &Path) -> Result<(Option<Store>, Findings), LoadE
 pub fn from_texts<'a>(
     files: impl IntoIterator<Item = (&'a str, &'a str)>,
 ) -> (Option<Store>, Findings) {
-    let mut findings = Findings::new();
-    let mut builder = files::Builder::default();
-    for (name, text) in files {
-        builder.add_file(name, text, &mut findings);
-    }
-    let store = builder.finish(&mut findings);
-    ((!findings.has_errors()).then_some(store), findings)
+    let files: Vec<(&str, &str)> = files.into_iter().collect();
+    merge(in_parallel(&files, |(name, text)| {
+        let mut findings = Findings::new();
+        let mut part = files::Builder::default();
+        part.add_file(name, text, &mut findings);
+        (part, findings)
+    }))
 }
 
 fn read_file(path: &Path) -> Result<String, String> {
