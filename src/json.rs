@@ -8,6 +8,7 @@
 //! exhaust the stack. Numbers keep their source text, because IAM treats
 //! `5` and `"5"` alike and a float round trip would change them.
 
+use std::borrow::Cow;
 use std::fmt;
 
 /// Deepest nesting accepted; serde_json uses the same bound.
@@ -21,33 +22,34 @@ pub struct Pos {
     pub column: u32,
 }
 
-/// A JSON value with the position of its first character.
+/// A JSON value with the position of its first character. Strings without
+/// escapes borrow from the source text, so parsing allocates little.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Node {
-    pub value: Value,
+pub struct Node<'a> {
+    pub value: Value<'a>,
     pub pos: Pos,
 }
 
 /// An object member; `key_pos` points at the key's opening quote.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Member {
-    pub key: String,
+pub struct Member<'a> {
+    pub key: Cow<'a, str>,
     pub key_pos: Pos,
-    pub value: Node,
+    pub value: Node<'a>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
-pub enum Value {
+pub enum Value<'a> {
     Null,
     Bool(bool),
     /// The number exactly as written.
-    Number(String),
-    String(String),
-    Array(Vec<Node>),
-    Object(Vec<Member>),
+    Number(&'a str),
+    String(Cow<'a, str>),
+    Array(Vec<Node<'a>>),
+    Object(Vec<Member<'a>>),
 }
 
-impl Value {
+impl Value<'_> {
     /// The JSON type name, for messages.
     pub fn kind(&self) -> &'static str {
         match self {
@@ -61,9 +63,9 @@ impl Value {
     }
 }
 
-impl Node {
+impl<'a> Node<'a> {
     /// The first member named `key`, if this is an object.
-    pub fn get(&self, key: &str) -> Option<&Node> {
+    pub fn get(&self, key: &str) -> Option<&Node<'a>> {
         match &self.value {
             Value::Object(members) => members.iter().find(|m| m.key == key).map(|m| &m.value),
             _ => None,
@@ -77,7 +79,7 @@ impl Node {
         }
     }
 
-    pub fn members(&self) -> Option<&[Member]> {
+    pub fn members(&self) -> Option<&[Member<'a>]> {
         match &self.value {
             Value::Object(m) => Some(m),
             _ => None,
@@ -94,7 +96,7 @@ pub struct JsonError {
 }
 
 /// Parses one JSON value that makes up the whole text (surrounding white space allowed).
-pub fn parse(text: &str) -> Result<Node, JsonError> {
+pub fn parse(text: &str) -> Result<Node<'_>, JsonError> {
     let mut p = Parser {
         src: text.as_bytes(),
         text,
@@ -124,7 +126,7 @@ struct Parser<'a> {
     col_at: (usize, u32),
 }
 
-impl Parser<'_> {
+impl<'a> Parser<'a> {
     fn pos(&mut self) -> Pos {
         let (from, col) = if self.col_at.0 >= self.line_start && self.col_at.0 <= self.i {
             self.col_at
@@ -175,7 +177,7 @@ impl Parser<'_> {
         }
     }
 
-    fn value(&mut self, depth: usize) -> Result<Node, JsonError> {
+    fn value(&mut self, depth: usize) -> Result<Node<'a>, JsonError> {
         if depth >= MAX_DEPTH {
             return Err(self.error(format!("nesting deeper than {MAX_DEPTH} levels")));
         }
@@ -203,7 +205,7 @@ impl Parser<'_> {
         Ok(Node { value, pos })
     }
 
-    fn object(&mut self, depth: usize) -> Result<Value, JsonError> {
+    fn object(&mut self, depth: usize) -> Result<Value<'a>, JsonError> {
         self.i += 1; // '{'
         let mut members = Vec::new();
         self.skip_ws();
@@ -242,7 +244,7 @@ impl Parser<'_> {
         }
     }
 
-    fn array(&mut self, depth: usize) -> Result<Value, JsonError> {
+    fn array(&mut self, depth: usize) -> Result<Value<'a>, JsonError> {
         self.i += 1; // '['
         let mut items = Vec::new();
         self.skip_ws();
@@ -265,7 +267,7 @@ impl Parser<'_> {
         }
     }
 
-    fn number(&mut self) -> Result<String, JsonError> {
+    fn number(&mut self) -> Result<&'a str, JsonError> {
         let start = self.i;
         if self.peek() == Some(b'-') {
             self.i += 1;
@@ -292,7 +294,7 @@ impl Parser<'_> {
             }
             self.digits();
         }
-        Ok(self.text.get(start..self.i).unwrap_or_default().to_owned())
+        Ok(self.text.get(start..self.i).unwrap_or_default())
     }
 
     fn digits(&mut self) {
@@ -312,9 +314,23 @@ impl Parser<'_> {
         Ok(v)
     }
 
-    fn string(&mut self) -> Result<String, JsonError> {
+    fn string(&mut self) -> Result<Cow<'a, str>, JsonError> {
         self.i += 1; // opening quote
+        let start = self.i;
+        // The common case: no escapes, borrow the text.
+        while let Some(c) = self.peek() {
+            if c == b'"' {
+                let s = self.text.get(start..self.i).unwrap_or_default();
+                self.i += 1;
+                return Ok(Cow::Borrowed(s));
+            }
+            if c == b'\\' || c < 0x20 {
+                break;
+            }
+            self.i += 1;
+        }
         let mut out = String::new();
+        out.push_str(self.text.get(start..self.i).unwrap_or_default());
         loop {
             let run_start = self.i;
             while let Some(c) = self.peek() {
@@ -328,7 +344,7 @@ impl Parser<'_> {
                 None => return Err(self.error("unterminated string")),
                 Some(b'"') => {
                     self.i += 1;
-                    return Ok(out);
+                    return Ok(Cow::Owned(out));
                 }
                 Some(b'\\') => {
                     self.i += 1;
@@ -421,7 +437,7 @@ mod tests {
         assert_eq!(a.pos.column, 8);
         match &a.value {
             Value::Array(items) => {
-                assert_eq!(items[0].value, Value::Number("1".into()));
+                assert_eq!(items[0].value, Value::Number("1"));
                 assert_eq!(items[1].value, Value::String("x".into()));
                 assert_eq!(items[1].pos.column, 12);
             }

@@ -193,7 +193,7 @@ pub fn parse_policy(
     let mut statement_node = None;
     for m in members {
         let path = root.key(&m.key);
-        match m.key.as_str() {
+        match m.key.as_ref() {
             "Version" => match m.value.as_str() {
                 Some("2012-10-17") => version = Some(Version::V2012_10_17),
                 Some("2008-10-17") => version = Some(Version::V2008_10_17),
@@ -333,6 +333,9 @@ pub fn compact_len(node: &Node) -> usize {
             }
         }
         Value::Number(n) => n.len(),
+        Value::String(s) if s.is_ascii() => {
+            s.bytes().filter(|b| !b.is_ascii_whitespace()).count() + 2
+        }
         Value::String(s) => s.chars().filter(|c| !c.is_whitespace()).count() + 2,
         Value::Array(items) => {
             2 + items.len().saturating_sub(1) + items.iter().map(compact_len).sum::<usize>()
@@ -341,7 +344,7 @@ pub fn compact_len(node: &Node) -> usize {
             2 + members.len().saturating_sub(1)
                 + members
                     .iter()
-                    .map(|m| m.key.chars().count() + 3 + compact_len(&m.value))
+                    .map(|m| m.key.len() + 3 + compact_len(&m.value))
                     .sum::<usize>()
         }
     }
@@ -351,9 +354,12 @@ fn check_duplicate_keys(cx: &mut Ctx<'_>, path: &JsonPath, node: &Node) {
     let Some(members) = node.members() else {
         return;
     };
-    let mut seen = HashSet::new();
-    for m in members {
-        if !seen.insert(m.key.as_str()) {
+    // Policy objects are small: a quadratic scan beats hashing (and allocating).
+    for (i, m) in members.iter().enumerate() {
+        if members
+            .get(..i)
+            .is_some_and(|before| before.iter().any(|b| b.key == m.key))
+        {
             cx.error(
                 "DUPLICATE_KEY",
                 &path.key(&m.key),
@@ -365,14 +371,14 @@ fn check_duplicate_keys(cx: &mut Ctx<'_>, path: &JsonPath, node: &Node) {
 }
 
 /// The strings of a value that may be a string or an array of strings.
-fn string_list<'n>(
+fn string_list<'n, 'a>(
     cx: &mut Ctx<'_>,
     path: &JsonPath,
-    node: &'n Node,
+    node: &'n Node<'a>,
     what: &str,
-) -> Vec<(JsonPath, &'n Node, &'n str)> {
+) -> Vec<(JsonPath, &'n Node<'a>, &'n str)> {
     match &node.value {
-        Value::String(s) => vec![(path.clone(), node, s.as_str())],
+        Value::String(s) => vec![(path.clone(), node, s.as_ref())],
         Value::Array(items) => {
             if items.is_empty() {
                 cx.error(
@@ -386,7 +392,7 @@ fn string_list<'n>(
                 .iter()
                 .enumerate()
                 .filter_map(|(i, n)| match &n.value {
-                    Value::String(s) => Some((path.index(i), n, s.as_str())),
+                    Value::String(s) => Some((path.index(i), n, s.as_ref())),
                     other => {
                         cx.error(
                             "INVALID_TYPE",
@@ -446,7 +452,7 @@ fn parse_statement(
         "Condition",
     ];
     for m in members {
-        if !KNOWN.contains(&m.key.as_str()) {
+        if !KNOWN.contains(&m.key.as_ref()) {
             cx.error(
                 "UNKNOWN_ELEMENT",
                 &path.key(&m.key),
@@ -623,7 +629,7 @@ fn parse_principal(
                 let mpath = ppath.key(&m.key);
                 let values = string_list(cx, &mpath, &m.value, key);
                 for (vpath, vnode, v) in values {
-                    match m.key.as_str() {
+                    match m.key.as_ref() {
                         "AWS" => {
                             if v == "*" {
                                 everyone = true;
@@ -913,8 +919,8 @@ fn parse_resource(
 fn condition_values(cx: &mut Ctx<'_>, path: &JsonPath, node: &Node) -> Option<Vec<String>> {
     let scalar = |n: &Node| -> Option<String> {
         match &n.value {
-            Value::String(s) => Some(s.clone()),
-            Value::Number(s) => Some(s.clone()),
+            Value::String(s) => Some(s.to_string()),
+            Value::Number(s) => Some((*s).to_owned()),
             Value::Bool(b) => Some(b.to_string()),
             _ => None,
         }

@@ -107,6 +107,30 @@ impl fmt::Display for Pattern {
 
 impl Pattern {
     pub fn parse(source: &str, syntax: Syntax) -> Result<Self, PatternError> {
+        // Most patterns are plain text, or text and one trailing `*`: skip
+        // the general parser for them (it matters when loading large stores).
+        let special = |c: char| c == '$' || (syntax.wildcards && (c == '*' || c == '?'));
+        let plain = |s: &str| !s.contains(special);
+        if plain(source) {
+            return Ok(Pattern {
+                text: source.into(),
+                kind: Kind::Exact,
+            });
+        }
+        if syntax.wildcards {
+            if source == "*" {
+                return Ok(Pattern {
+                    text: Box::from(""),
+                    kind: Kind::Any,
+                });
+            }
+            if let Some(prefix) = source.strip_suffix('*').filter(|p| plain(p)) {
+                return Ok(Pattern {
+                    text: prefix.into(),
+                    kind: Kind::Prefix,
+                });
+            }
+        }
         let segments = parse_segments(source, syntax)?;
         Ok(Self::from_segments(source, segments))
     }
@@ -500,6 +524,28 @@ impl ArnPattern {
                 text: Box::from(""),
                 kind: ArnKind::Any,
             });
+        }
+        // The common cases, a literal ARN or a literal prefix and `*`, need no
+        // segment parsing: check the shape and keep the text.
+        let (body, prefix) = match source.strip_suffix('*') {
+            Some(b) => (b, true),
+            None => (source, false),
+        };
+        if !body.contains(['*', '?', '$']) {
+            let parts: Vec<&str> = body.splitn(6, ':').collect();
+            if let ["arn", partition, service, _, _, resource] = parts.as_slice() {
+                if !partition.is_empty() && !service.is_empty() && (prefix || !resource.is_empty())
+                {
+                    return Ok(ArnPattern {
+                        text: body.into(),
+                        kind: if prefix {
+                            ArnKind::Prefix
+                        } else {
+                            ArnKind::Exact
+                        },
+                    });
+                }
+            }
         }
         let segments = parse_segments(source, syntax)?;
         // Split the segments into six components at the first five literal colons.

@@ -66,12 +66,12 @@ impl FileCx<'_> {
     }
 
     /// The items of an optional array member.
-    fn array<'n>(
+    fn array<'n, 'a>(
         &mut self,
-        obj: &'n Node,
+        obj: &'n Node<'a>,
         path: &JsonPath,
         key: &str,
-    ) -> Vec<(JsonPath, &'n Node)> {
+    ) -> Vec<(JsonPath, &'n Node<'a>)> {
         match obj.get(key) {
             None => Vec::new(),
             Some(n) => match &n.value {
@@ -458,7 +458,7 @@ impl Builder {
     fn resource_policy(&mut self, cx: &mut FileCx<'_>, root: &Node) {
         let top = JsonPath::root();
         for m in root.members().unwrap_or_default() {
-            if !matches!(m.key.as_str(), "Policy" | "RevisionId" | "ResourceArn") {
+            if !matches!(m.key.as_ref(), "Policy" | "RevisionId" | "ResourceArn") {
                 cx.warn(
                     "UNKNOWN_FIELD",
                     &top.key(&m.key),

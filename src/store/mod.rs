@@ -9,7 +9,7 @@
 
 mod files;
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeSet, HashSet};
 use std::fs;
 use std::path::{Path, PathBuf};
 
@@ -299,24 +299,27 @@ fn read_file(path: &Path) -> Result<String, String> {
     String::from_utf8(bytes).map_err(|e| format!("the file is not UTF-8: {e}"))
 }
 
-/// Every `*.json` file below `dir`, sorted, each real file once.
+/// Every `*.json` file below `dir`, in a stable depth-first order (names
+/// sorted within each folder), each real file once.
 fn list_files(dir: &Path) -> Result<Vec<PathBuf>, LoadError> {
-    let mut out = BTreeMap::new();
+    let mut out = Vec::new();
+    let mut seen_files = HashSet::new();
     let mut seen_dirs = HashSet::new();
-    walk(dir, &mut out, &mut seen_dirs)?;
-    Ok(out.into_values().collect())
+    walk(dir, &mut out, &mut seen_files, &mut seen_dirs)?;
+    Ok(out)
 }
 
 fn walk(
     dir: &Path,
-    out: &mut BTreeMap<PathBuf, PathBuf>,
+    out: &mut Vec<PathBuf>,
+    seen_files: &mut HashSet<PathBuf>,
     seen_dirs: &mut HashSet<PathBuf>,
 ) -> Result<(), LoadError> {
     let canonical = fs::canonicalize(dir).map_err(|source| LoadError::Dir {
         path: dir.to_owned(),
         source,
     })?;
-    if !seen_dirs.insert(canonical) {
+    if !seen_dirs.insert(canonical.clone()) {
         return Ok(()); // a symlink loop or a second link to the same folder
     }
     let entries = fs::read_dir(dir).map_err(|source| LoadError::Dir {
@@ -331,16 +334,25 @@ fn walk(
             continue;
         }
         let path = entry.path();
+        let is_link = entry.file_type().is_ok_and(|t| t.is_symlink());
         // Follow symlinks: ConfigMap mounts are links into `..data`.
         let Ok(meta) = fs::metadata(&path) else {
             continue; // dangling link, e.g. mid-swap
         };
         if meta.is_dir() {
-            walk(&path, out, seen_dirs)?;
+            walk(&path, out, seen_files, seen_dirs)?;
         } else if meta.is_file() && path.extension().is_some_and(|e| e == "json") {
-            let real = fs::canonicalize(&path).unwrap_or_else(|_| path.clone());
+            // A plain file's real path is its real folder's plus its name;
+            // only links need resolving.
+            let real = if is_link {
+                fs::canonicalize(&path).unwrap_or_else(|_| path.clone())
+            } else {
+                canonical.join(&name)
+            };
             // The first visible path to a real file wins; never load it twice.
-            out.entry(real).or_insert(path);
+            if seen_files.insert(real) {
+                out.push(path);
+            }
         }
     }
     Ok(())
