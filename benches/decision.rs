@@ -1,107 +1,60 @@
-//! Latency of the decision core on the example store: a request that an
-//! identity policy allows, one no policy allows, an explicit deny, a
-//! cross-account request through a function policy, a condition-heavy
-//! service-principal request, and a policy-variable request.
+//! Latency of the decision core at store sizes from 1k to 1M statements.
+//!
+//! Each size is a synthetic store from `iamd::gen` (the same generator as
+//! `iamd gen-store`), and each asks the same six questions: an allow, an
+//! explicit deny, an implicit deny, a cross-account allow through a function
+//! policy, a condition-heavy service-principal request, and a request that
+//! resolves a policy variable. Cost should not grow with unrelated policies.
+//! `IAMD_BENCH_SIZES=1000,10000 cargo bench --bench decision` limits the sizes.
 #![allow(clippy::expect_used, clippy::panic)]
 
-use criterion::{black_box, criterion_group, criterion_main, Criterion};
+use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criterion};
 use iamd::engine::{self, ContextEntry, Request, Snapshot};
+use iamd::gen::{generate, probe_requests, GenParams};
 
-const F: &str = "arn:aws:lambda:us-east-1:111122223333:function";
+fn sizes() -> Vec<usize> {
+    std::env::var("IAMD_BENCH_SIZES")
+        .ok()
+        .map(|s| s.split(',').filter_map(|n| n.trim().parse().ok()).collect())
+        .unwrap_or_else(|| vec![1_000, 10_000, 100_000, 1_000_000])
+}
 
 fn bench(c: &mut Criterion) {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/store");
-    let loaded = iamd::store::load(&dir).expect("example store loads");
-    let snap = Snapshot::compile(&loaded.store);
     let now = jiff::Timestamp::from_second(1_780_000_000).expect("valid time");
-    let s3_ctx = [
-        ContextEntry::new("aws:SourceAccount", ["111122223333"]),
-        ContextEntry::new("aws:SourceArn", ["arn:aws:s3:::ExampleBucket"]),
-    ];
-    let hello = format!("{F}:HelloWorld");
-    let prod = format!("{F}:HelloWorld:prod");
-    let shared = format!("{F}:shared-report");
-    let bobs = format!("{F}:bob-test");
-    let cases: Vec<(&str, Request<'_>, engine::DecisionKind)> = vec![
-        (
-            "allow",
-            Request::new(
-                "arn:aws:iam::111122223333:user/alice",
-                "lambda:InvokeFunction",
-                &hello,
-                &[],
-                now,
-            )
-            .expect("request"),
-            engine::DecisionKind::Allow,
-        ),
-        (
-            "implicit_deny",
-            Request::new(
-                "arn:aws:iam::444455556666:user/erin",
-                "lambda:GetFunction",
-                &hello,
-                &[],
-                now,
-            )
-            .expect("request"),
-            engine::DecisionKind::ImplicitDeny,
-        ),
-        (
-            "explicit_deny",
-            Request::new(
-                "arn:aws:iam::111122223333:user/alice",
-                "lambda:DeleteFunction",
-                &prod,
-                &[],
-                now,
-            )
-            .expect("request"),
-            engine::DecisionKind::ExplicitDeny,
-        ),
-        (
-            "cross_account",
-            Request::new(
-                "arn:aws:iam::444455556666:user/dave",
-                "lambda:InvokeFunction",
-                &shared,
-                &[],
-                now,
-            )
-            .expect("request"),
-            engine::DecisionKind::Allow,
-        ),
-        (
-            "conditions",
-            Request::new(
-                "s3.amazonaws.com",
-                "lambda:InvokeFunction",
-                &hello,
-                &s3_ctx,
-                now,
-            )
-            .expect("request"),
-            engine::DecisionKind::Allow,
-        ),
-        (
-            "policy_variable",
-            Request::new(
-                "arn:aws:iam::111122223333:user/contractors/bob",
-                "lambda:GetFunction",
-                &bobs,
-                &[],
-                now,
-            )
-            .expect("request"),
-            engine::DecisionKind::Allow,
-        ),
-    ];
+    let probes = probe_requests();
+    let contexts: Vec<Vec<ContextEntry>> = probes
+        .iter()
+        .map(|p| {
+            p.context
+                .iter()
+                .map(|(k, v)| ContextEntry::new(*k, [v]))
+                .collect()
+        })
+        .collect();
     let mut group = c.benchmark_group("decide");
-    for (name, req, want) in &cases {
-        assert_eq!(engine::decide(&snap, req).kind, *want, "{name}");
-        group.bench_function(*name, |b| {
-            b.iter(|| engine::decide(black_box(&snap), black_box(req)))
-        });
+    for size in sizes() {
+        let files = generate(&GenParams::for_statements(size, 42));
+        let (store, findings) =
+            iamd::store::from_texts(files.iter().map(|(n, t)| (n.as_str(), t.as_str())));
+        drop(files);
+        let store = store
+            .unwrap_or_else(|| panic!("generated store rejected: {:?}", findings.errors().next()));
+        let snap = Snapshot::compile_owned(store);
+        let statements = snap.stats().statements;
+        eprintln!("store of {size} target statements: {statements} statements");
+        for (probe, ctx) in probes.iter().zip(&contexts) {
+            let req = Request::new(&probe.principal, probe.action, &probe.resource, ctx, now)
+                .expect("valid probe");
+            assert_eq!(
+                engine::decide(&snap, &req).kind.as_str(),
+                probe.expect,
+                "{}",
+                probe.name
+            );
+            group.bench_with_input(BenchmarkId::new(probe.name, size), &req, |b, req| {
+                b.iter(|| engine::decide(black_box(&snap), black_box(req)))
+            });
+        }
     }
     group.finish();
 }

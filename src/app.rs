@@ -12,7 +12,7 @@ use std::time::Duration;
 use tokio::net::{TcpListener, UnixListener};
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::watch;
-use tokio_stream::wrappers::{TcpListenerStream, UnixListenerStream};
+use tokio_stream::wrappers::UnixListenerStream;
 use tonic_health::server::HealthReporter;
 use tonic_health::ServingStatus;
 
@@ -215,12 +215,10 @@ pub async fn serve(args: ServeArgs) -> Result<(), ServeError> {
     let _ = reload_tx.send(Trigger::Startup);
 
     let mut servers = tokio::task::JoinSet::new();
-    servers.spawn(
-        router().serve_with_incoming_shutdown(
-            TcpListenerStream::new(grpc),
-            stopped(shutdown_rx.clone()),
-        ),
-    );
+    // TCP_NODELAY: a response written in several segments must not wait
+    // for the client's delayed ACK (tens of milliseconds on small RPCs).
+    let incoming = tonic::transport::server::TcpIncoming::from(grpc).with_nodelay(Some(true));
+    servers.spawn(router().serve_with_incoming_shutdown(incoming, stopped(shutdown_rx.clone())));
     if let Some(uds) = uds {
         servers.spawn(router().serve_with_incoming_shutdown(
             UnixListenerStream::new(uds),

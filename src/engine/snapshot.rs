@@ -442,6 +442,11 @@ impl Snapshot {
             b.snap.scps_by_account.insert(account.into(), i);
         }
 
+        // The snapshot lives until the next reload: give back growth slack.
+        b.snap.statements.shrink_to_fit();
+        b.snap.policies.shrink_to_fit();
+        b.snap.entities.shrink_to_fit();
+        b.snap.resources.shrink_to_fit();
         b.snap.stats = Stats {
             accounts: store.accounts.len(),
             principals: b.snap.entities.len(),

@@ -846,6 +846,8 @@ fn parse_action(cx: &mut Ctx<'_>, path: &JsonPath, node: &Node) -> Option<Action
             Err(e) => cx.error("INVALID_ACTION", &vpath, vnode, e.to_string()),
         }
     }
+    // Patterns live as long as the snapshot: no spare capacity.
+    patterns.shrink_to_fit();
     Some(ActionElement { negated, patterns })
 }
 
@@ -913,6 +915,7 @@ fn parse_resource(
             Err(e) => cx.error("INVALID_ARN_RESOURCE", &vpath, vnode, e.to_string()),
         }
     }
+    patterns.shrink_to_fit();
     Some(ResourceElement { negated, patterns })
 }
 
