@@ -549,25 +549,51 @@ fn parse_statement(
     Some(statement)
 }
 
+/// Which of an element and its negation (`Action` / `NotAction`) a
+/// statement has: `(negated, name, value)`, `None` when it has neither, and
+/// an error (reported) when it has both.
+fn element_or_negation<'n, 'a>(
+    cx: &mut Ctx<'_>,
+    path: &JsonPath,
+    node: &'n Node<'a>,
+    name: &'static str,
+    negation: &'static str,
+    both_code: &'static str,
+) -> Result<Option<(bool, &'static str, &'n Node<'a>)>, ()> {
+    match (node.get(name), node.get(negation)) {
+        (Some(_), Some(n)) => {
+            cx.error(
+                both_code,
+                &path.key(negation),
+                n,
+                format!("a statement cannot have both `{name}` and `{negation}`"),
+            );
+            Err(())
+        }
+        (Some(v), None) => Ok(Some((false, name, v))),
+        (None, Some(v)) => Ok(Some((true, negation, v))),
+        (None, None) => Ok(None),
+    }
+}
+
 fn parse_principal(
     cx: &mut Ctx<'_>,
     path: &JsonPath,
     node: &Node,
     effect: Option<Effect>,
 ) -> Option<PrincipalElement> {
-    let (negated, key, pnode) = match (node.get("Principal"), node.get("NotPrincipal")) {
-        (Some(_), Some(n)) => {
-            cx.error(
-                "PRINCIPAL_AND_NOTPRINCIPAL",
-                &path.key("NotPrincipal"),
-                n,
-                "a statement cannot have both `Principal` and `NotPrincipal`",
-            );
-            return None;
-        }
-        (Some(p), None) => (false, "Principal", p),
-        (None, Some(p)) => (true, "NotPrincipal", p),
-        (None, None) => {
+    let found = element_or_negation(
+        cx,
+        path,
+        node,
+        "Principal",
+        "NotPrincipal",
+        "PRINCIPAL_AND_NOTPRINCIPAL",
+    );
+    let (negated, key, pnode) = match found {
+        Err(()) => return None,
+        Ok(Some(f)) => f,
+        Ok(None) => {
             if matches!(cx.kind, PolicyKind::Resource | PolicyKind::Trust) {
                 cx.error(
                     "MISSING_PRINCIPAL",
@@ -759,19 +785,18 @@ fn add_aws_principal(list: &mut PrincipalList, v: &str) -> Result<(), String> {
 }
 
 fn parse_action(cx: &mut Ctx<'_>, path: &JsonPath, node: &Node) -> Option<ActionElement> {
-    let (negated, key, anode) = match (node.get("Action"), node.get("NotAction")) {
-        (Some(_), Some(n)) => {
-            cx.error(
-                "ACTION_AND_NOTACTION",
-                &path.key("NotAction"),
-                n,
-                "a statement cannot have both `Action` and `NotAction`",
-            );
-            return None;
-        }
-        (Some(a), None) => (false, "Action", a),
-        (None, Some(a)) => (true, "NotAction", a),
-        (None, None) => {
+    let found = element_or_negation(
+        cx,
+        path,
+        node,
+        "Action",
+        "NotAction",
+        "ACTION_AND_NOTACTION",
+    );
+    let (negated, key, anode) = match found {
+        Err(()) => return None,
+        Ok(Some(f)) => f,
+        Ok(None) => {
             cx.error(
                 "MISSING_ACTION",
                 path,
@@ -858,19 +883,18 @@ fn parse_resource(
     variables: bool,
     effect: Option<Effect>,
 ) -> Option<ResourceElement> {
-    let (negated, key, rnode) = match (node.get("Resource"), node.get("NotResource")) {
-        (Some(_), Some(n)) => {
-            cx.error(
-                "RESOURCE_AND_NOTRESOURCE",
-                &path.key("NotResource"),
-                n,
-                "a statement cannot have both `Resource` and `NotResource`",
-            );
-            return None;
-        }
-        (Some(r), None) => (false, "Resource", r),
-        (None, Some(r)) => (true, "NotResource", r),
-        (None, None) => {
+    let found = element_or_negation(
+        cx,
+        path,
+        node,
+        "Resource",
+        "NotResource",
+        "RESOURCE_AND_NOTRESOURCE",
+    );
+    let (negated, key, rnode) = match found {
+        Err(()) => return None,
+        Ok(Some(f)) => f,
+        Ok(None) => {
             if cx.kind != PolicyKind::Trust {
                 cx.error(
                     "MISSING_RESOURCE",
