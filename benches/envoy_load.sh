@@ -17,7 +17,8 @@
 #   ENVOY_LOAD_PROTO h2c (default: timed runs) or h1 (HTTP/1.1 keep-alive,
 #   as AWS SDKs use; counted runs of H2LOAD_REQUESTS, default 5000, because
 #   h2load 1.52 can hang when a timed --h1 run stops))
-# Output: a markdown table on stdout, target/iamd-bench/envoy_load.json.
+# Output: a markdown table on stdout, target/iamd-bench/envoy_load.json
+# (envoy_load_h1.json for ENVOY_LOAD_PROTO=h1).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck source=benches/load_common.sh
@@ -49,6 +50,8 @@ WORK=$(mktemp -d "${TMPDIR:-/tmp}/iamd-envoy-load.XXXXXX")
 MANIFEST="$WORK/manifest.tsv"
 : >"$MANIFEST"
 mkdir -p "$OUT_DIR"
+# HTTP/1.1 results go to their own file.
+if [ "$ENVOY_LOAD_PROTO" = h2c ]; then OUT_JSON=$OUT_DIR/envoy_load.json; else OUT_JSON=$OUT_DIR/envoy_load_h1.json; fi
 
 build_iamd
 T0=$SECONDS
@@ -203,7 +206,7 @@ metrics_snapshot "$METRICS_PORT" "$WORK/metrics-after.json"
 kill -0 "$IAMD_PID" 2>/dev/null || die "iamd exited during the run"
 
 summarize >"$WORK/stats.json"
-python3 - "$WORK" "$MACHINE" "$STORE_SUMMARY" "$OUT_DIR/envoy_load.json" "$LOAD_DURATION" "$LOAD_WARMUP" \
+python3 - "$WORK" "$MACHINE" "$STORE_SUMMARY" "$OUT_JSON" "$LOAD_DURATION" "$LOAD_WARMUP" \
   "$LOAD_ROUNDS" "$H2LOAD_THREADS" "$ENVOY_VERSION" "$ENVOY_CONCURRENCY" "$ENVOY_LOAD_PROTO" "${H2LOAD_REQUESTS:-}" <<'EOF'
 import json, sys
 work, machine, store, out, duration, warmup, rounds, threads, envoy_version, envoy_concurrency, proto, counted = sys.argv[1:]
