@@ -179,10 +179,6 @@ impl Findings {
     pub fn extend(&mut self, other: Findings) {
         self.0.extend(other.0);
     }
-
-    pub fn into_vec(self) -> Vec<Finding> {
-        self.0
-    }
 }
 
 impl<'a> IntoIterator for &'a Findings {

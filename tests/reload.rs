@@ -200,8 +200,7 @@ async fn decisions_stay_consistent_while_the_store_is_rewritten_50_times() {
         let mut client = iamd.client().await;
         let done = done.clone();
         clients.push(tokio::spawn(async move {
-            let (mut n, mut last_revision, mut seen) =
-                (0u64, 0u64, std::collections::BTreeSet::new());
+            let (mut n, mut last_revision) = (0u64, 0u64);
             while !done.load(Ordering::Relaxed) {
                 let r = client
                     .authorize(request(CALLER, "lambda:InvokeFunction", FUNCTION, &[]))
@@ -215,10 +214,9 @@ async fn decisions_stay_consistent_while_the_store_is_rewritten_50_times() {
                 );
                 assert!(r.revision >= last_revision, "revisions never go back");
                 last_revision = r.revision;
-                seen.insert(r.decision() as i32);
                 n += 1;
             }
-            (n, seen.len())
+            n
         }));
     }
     for i in 0..50 {
@@ -230,9 +228,8 @@ async fn decisions_stay_consistent_while_the_store_is_rewritten_50_times() {
     done.store(true, Ordering::Relaxed);
     let mut total = 0;
     for c in clients {
-        let (n, kinds) = c.await.unwrap();
-        assert!(n > 0);
-        assert!(kinds >= 1);
+        let n = c.await.unwrap();
+        assert!(n > 0, "every client got answers");
         total += n;
     }
     let samples = parse_prometheus(&iamd.metrics_text());

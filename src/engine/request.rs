@@ -157,12 +157,6 @@ impl<'a> Principal<'a> {
             | Principal::FederatedUser { account, .. } => Some(account),
         }
     }
-
-    /// True for principals that IAM authenticates in an account (the ones
-    /// identity-based policies and SCPs apply to).
-    pub fn is_iam_identity(&self) -> bool {
-        self.account().is_some()
-    }
 }
 
 /// A request the engine can decide.

@@ -63,18 +63,6 @@ impl<'a> Arn<'a> {
             resource,
         })
     }
-
-    /// The six components in order, the first being the literal `arn`.
-    pub fn components(&self) -> [&'a str; 6] {
-        [
-            "arn",
-            self.partition,
-            self.service,
-            self.region,
-            self.account,
-            self.resource,
-        ]
-    }
 }
 
 impl fmt::Display for Arn<'_> {

@@ -11,8 +11,6 @@
 
 use std::fmt;
 
-use super::arn::Arn;
-
 /// Supplies the value of a single-valued request key for a policy variable.
 pub trait VarSource {
     /// The value of `key` (matched case-insensitively), or `None` when the
@@ -655,17 +653,6 @@ impl ArnPattern {
                     None => false,
                 })
             }
-        }
-    }
-
-    /// Match a parsed ARN.
-    pub fn matches_arn(&self, text: &str, arn: &Arn<'_>, vars: &dyn VarSource) -> bool {
-        match &self.kind {
-            ArnKind::Components(comps) => comps
-                .iter()
-                .zip(arn.components())
-                .all(|(c, part)| c.matches(part, vars)),
-            _ => self.matches(text, vars),
         }
     }
 }
