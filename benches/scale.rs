@@ -1,13 +1,14 @@
 //! Load-and-compile time and memory at store sizes from 1k to 1M statements.
 //!
 //! For each size: generate a store with `iamd::gen` onto disk, load and
-//! validate it (`store::load`), compile it (`Snapshot::compile`), and measure
-//! with a counting allocator the heap the snapshot keeps and the peak during
-//! load and compile. Prints a table and writes `target/iamd-bench/scale.json`.
+//! validate it (`store::load`), compile it (`Snapshot::compile_owned`), and
+//! measure with a counting allocator (over mimalloc, as in the binary) the
+//! heap the snapshot keeps and the peak during load and compile. Prints a
+//! table and writes `target/iamd-bench/scale.json`.
 //! `cargo bench --bench scale [-- 1000 10000]` (sizes default to 1k..1M).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, unsafe_code)]
 
-use std::alloc::{GlobalAlloc, Layout, System};
+use std::alloc::{GlobalAlloc, Layout};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
@@ -15,6 +16,8 @@ use iamd::engine::Snapshot;
 use iamd::gen::{generate, GenParams};
 
 struct Counting;
+/// The allocator the `iamd` binary uses, so load times here are the binary's.
+static INNER: mimalloc::MiMalloc = mimalloc::MiMalloc;
 static CURRENT: AtomicUsize = AtomicUsize::new(0);
 static PEAK: AtomicUsize = AtomicUsize::new(0);
 
@@ -22,11 +25,11 @@ unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         let now = CURRENT.fetch_add(layout.size(), Ordering::Relaxed) + layout.size();
         PEAK.fetch_max(now, Ordering::Relaxed);
-        unsafe { System.alloc(layout) }
+        unsafe { INNER.alloc(layout) }
     }
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
         CURRENT.fetch_sub(layout.size(), Ordering::Relaxed);
-        unsafe { System.dealloc(ptr, layout) }
+        unsafe { INNER.dealloc(ptr, layout) }
     }
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         if new_size > layout.size() {
@@ -36,7 +39,7 @@ unsafe impl GlobalAlloc for Counting {
         } else {
             CURRENT.fetch_sub(layout.size() - new_size, Ordering::Relaxed);
         }
-        unsafe { System.realloc(ptr, layout, new_size) }
+        unsafe { INNER.realloc(ptr, layout, new_size) }
     }
 }
 

@@ -82,7 +82,8 @@ impl fmt::Display for Finding {
 #[derive(Debug, Clone)]
 pub struct Origin {
     pub file: Arc<str>,
-    pub base: JsonPath,
+    /// The rendered path of the document within the file (empty at the top).
+    pub base: String,
     pub embedded_at: Option<Pos>,
 }
 
@@ -90,7 +91,7 @@ impl Origin {
     pub fn file(file: impl Into<Arc<str>>) -> Self {
         Origin {
             file: file.into(),
-            base: JsonPath::root(),
+            base: String::new(),
             embedded_at: None,
         }
     }
@@ -99,7 +100,7 @@ impl Origin {
     pub fn embedded(&self, path: &JsonPath, pos: Pos) -> Self {
         Origin {
             file: self.file.clone(),
-            base: path.clone(),
+            base: self.full_path(path),
             embedded_at: Some(self.embedded_at.unwrap_or(pos)),
         }
     }
@@ -108,18 +109,19 @@ impl Origin {
     pub fn nested(&self, path: &JsonPath) -> Self {
         Origin {
             file: self.file.clone(),
-            base: path.clone(),
+            base: self.full_path(path),
             embedded_at: self.embedded_at,
         }
     }
 
+    fn full_path(&self, path: &JsonPath) -> String {
+        let mut full = self.base.clone();
+        path.write_to(&mut full);
+        full
+    }
+
     pub fn location(&self, path: &JsonPath, pos: Pos) -> Location {
-        let full = match (self.base.as_str(), path.as_str()) {
-            ("", p) => p.to_owned(),
-            (b, "") => b.to_owned(),
-            (b, p) if p.starts_with('[') => format!("{b}{p}"),
-            (b, p) => format!("{b}.{p}"),
-        };
+        let full = self.full_path(path);
         let at = self.embedded_at.unwrap_or(pos);
         Location {
             file: self.file.clone(),

@@ -104,6 +104,8 @@ pub fn parse(text: &str) -> Result<Node<'_>, JsonError> {
         line: 1,
         line_start: 0,
         col_at: (0, 1),
+        items: Vec::new(),
+        members: Vec::new(),
     };
     p.skip_ws();
     let node = p.value(0)?;
@@ -124,6 +126,11 @@ struct Parser<'a> {
     /// increasing order, so counting characters from there keeps a long
     /// single-line document linear.
     col_at: (usize, u32),
+    /// Children of the arrays and objects being parsed; each container takes
+    /// its own off the top when it closes, so its Vec is allocated once, at
+    /// its final size.
+    items: Vec<Node<'a>>,
+    members: Vec<Member<'a>>,
 }
 
 impl<'a> Parser<'a> {
@@ -133,7 +140,13 @@ impl<'a> Parser<'a> {
         } else {
             (self.line_start, 1)
         };
-        let chars = self.text.get(from..self.i).map_or(0, |s| s.chars().count());
+        let chars = self.text.get(from..self.i).map_or(0, |s| {
+            if s.is_ascii() {
+                s.len()
+            } else {
+                s.chars().count()
+            }
+        });
         let column = col.saturating_add(u32::try_from(chars).unwrap_or(u32::MAX));
         self.col_at = (self.i, column);
         Pos {
@@ -207,11 +220,11 @@ impl<'a> Parser<'a> {
 
     fn object(&mut self, depth: usize) -> Result<Value<'a>, JsonError> {
         self.i += 1; // '{'
-        let mut members = Vec::new();
+        let start = self.members.len();
         self.skip_ws();
         if self.peek() == Some(b'}') {
             self.i += 1;
-            return Ok(Value::Object(members));
+            return Ok(Value::Object(Vec::new()));
         }
         loop {
             self.skip_ws();
@@ -227,7 +240,7 @@ impl<'a> Parser<'a> {
             self.i += 1;
             self.skip_ws();
             let value = self.value(depth + 1)?;
-            members.push(Member {
+            self.members.push(Member {
                 key,
                 key_pos,
                 value,
@@ -237,7 +250,7 @@ impl<'a> Parser<'a> {
                 Some(b',') => self.i += 1,
                 Some(b'}') => {
                     self.i += 1;
-                    return Ok(Value::Object(members));
+                    return Ok(Value::Object(self.members.split_off(start)));
                 }
                 _ => return Err(self.error("expected `,` or `}` in the object")),
             }
@@ -246,21 +259,22 @@ impl<'a> Parser<'a> {
 
     fn array(&mut self, depth: usize) -> Result<Value<'a>, JsonError> {
         self.i += 1; // '['
-        let mut items = Vec::new();
+        let start = self.items.len();
         self.skip_ws();
         if self.peek() == Some(b']') {
             self.i += 1;
-            return Ok(Value::Array(items));
+            return Ok(Value::Array(Vec::new()));
         }
         loop {
             self.skip_ws();
-            items.push(self.value(depth + 1)?);
+            let item = self.value(depth + 1)?;
+            self.items.push(item);
             self.skip_ws();
             match self.peek() {
                 Some(b',') => self.i += 1,
                 Some(b']') => {
                     self.i += 1;
-                    return Ok(Value::Array(items));
+                    return Ok(Value::Array(self.items.split_off(start)));
                 }
                 _ => return Err(self.error("expected `,` or `]` in the array")),
             }
@@ -390,38 +404,83 @@ impl<'a> Parser<'a> {
 }
 
 /// A path into a JSON document, rendered like `Statement[2].Condition`.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct JsonPath(String);
+///
+/// A path is a chain of steps borrowed from its parent's stack frame, so
+/// descending into a document costs nothing; the text is built only when a
+/// finding or a location is reported.
+#[derive(Debug, Clone, Copy)]
+pub struct JsonPath<'p> {
+    parent: Option<&'p JsonPath<'p>>,
+    step: Step<'p>,
+}
 
-impl JsonPath {
+#[derive(Debug, Clone, Copy)]
+enum Step<'p> {
+    Root,
+    Key(&'p str),
+    Index(usize),
+    /// `key[i]` in one step, for the items of an array member.
+    KeyIndex(&'p str, usize),
+}
+
+impl<'p> JsonPath<'p> {
     pub fn root() -> Self {
-        JsonPath(String::new())
-    }
-
-    pub fn key(&self, key: &str) -> Self {
-        if self.0.is_empty() {
-            JsonPath(key.to_owned())
-        } else {
-            JsonPath(format!("{}.{key}", self.0))
+        JsonPath {
+            parent: None,
+            step: Step::Root,
         }
     }
 
-    pub fn index(&self, i: usize) -> Self {
-        JsonPath(format!("{}[{i}]", self.0))
+    pub fn key(&'p self, key: &'p str) -> JsonPath<'p> {
+        self.child(Step::Key(key))
     }
 
-    pub fn as_str(&self) -> &str {
-        &self.0
+    pub fn index(&'p self, i: usize) -> JsonPath<'p> {
+        self.child(Step::Index(i))
+    }
+
+    /// The path of item `i` of the array member `key`.
+    pub fn key_index(&'p self, key: &'p str, i: usize) -> JsonPath<'p> {
+        self.child(Step::KeyIndex(key, i))
+    }
+
+    fn child(&'p self, step: Step<'p>) -> JsonPath<'p> {
+        JsonPath {
+            parent: Some(self),
+            step,
+        }
+    }
+
+    /// Appends this path to `out`, after whatever `out` holds (a base path).
+    pub fn write_to(&self, out: &mut String) {
+        use std::fmt::Write;
+        if let Some(parent) = self.parent {
+            parent.write_to(out);
+        }
+        let (key, index) = match self.step {
+            Step::Root => (None, None),
+            Step::Key(k) => (Some(k), None),
+            Step::Index(i) => (None, Some(i)),
+            Step::KeyIndex(k, i) => (Some(k), Some(i)),
+        };
+        if let Some(k) = key {
+            if !out.is_empty() {
+                out.push('.');
+            }
+            out.push_str(k);
+        }
+        if let Some(i) = index {
+            // Writing to a String cannot fail.
+            let _ = write!(out, "[{i}]");
+        }
     }
 }
 
-impl fmt::Display for JsonPath {
+impl fmt::Display for JsonPath<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.0.is_empty() {
-            f.write_str("$")
-        } else {
-            f.write_str(&self.0)
-        }
+        let mut out = String::new();
+        self.write_to(&mut out);
+        f.write_str(if out.is_empty() { "$" } else { &out })
     }
 }
 
@@ -490,8 +549,17 @@ mod tests {
 
     #[test]
     fn paths_render_like_access_analyzer() {
-        let p = JsonPath::root().key("Statement").index(2).key("Condition");
-        assert_eq!(p.to_string(), "Statement[2].Condition");
+        let root = JsonPath::root();
+        let statement = root.key("Statement");
+        let second = statement.index(2);
+        assert_eq!(
+            second.key("Condition").to_string(),
+            "Statement[2].Condition"
+        );
+        assert_eq!(root.key_index("Policies", 0).to_string(), "Policies[0]");
         assert_eq!(JsonPath::root().to_string(), "$");
+        let mut based = String::from("UserPolicyList[1].PolicyDocument");
+        second.write_to(&mut based);
+        assert_eq!(based, "UserPolicyList[1].PolicyDocument.Statement[2]");
     }
 }

@@ -353,18 +353,23 @@ impl Snapshot {
                 )
             };
 
-        let mut group_policies: FxHashMap<(String, String), Vec<PolicyId>> = FxHashMap::default();
+        // Account, then group name: looked up by borrowed names, per user group.
+        let mut group_policies: FxHashMap<String, FxHashMap<String, Vec<PolicyId>>> =
+            FxHashMap::default();
         for g in &mut store.groups {
             let mut ids = b.inline(&g.arn, PolicyType::Group, &mut g.inline);
             ids.extend(attached(&g.attached));
-            group_policies.insert((g.account.clone(), g.name.clone()), ids);
+            group_policies
+                .entry(g.account.clone())
+                .or_default()
+                .insert(g.name.clone(), ids);
         }
 
         for u in &mut store.users {
             let mut ids = b.inline(&u.arn, PolicyType::User, &mut u.inline);
             ids.extend(attached(&u.attached));
             for g in &u.groups {
-                if let Some(gp) = group_policies.get(&(u.account.clone(), g.clone())) {
+                if let Some(gp) = group_policies.get(&u.account).and_then(|a| a.get(g)) {
                     ids.extend(gp);
                 }
             }

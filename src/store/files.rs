@@ -1,7 +1,10 @@
 //! Reading each store file by its shape, and the checks that span files
 //! (attached policies exist, group names resolve, no entity twice).
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::borrow::Cow;
+use std::collections::BTreeSet;
+
+use rustc_hash::{FxHashMap, FxHashSet};
 
 use super::{
     Group, ManagedPolicy, NamedPolicy, ResourcePolicy, Role, ServiceControlPolicy, Store, User,
@@ -66,19 +69,19 @@ impl FileCx<'_> {
     }
 
     /// The items of an optional array member.
-    fn array<'n, 'a>(
+    fn array<'n, 'a, 'p>(
         &mut self,
         obj: &'n Node<'a>,
-        path: &JsonPath,
-        key: &str,
-    ) -> Vec<(JsonPath, &'n Node<'a>)> {
+        path: &'p JsonPath<'p>,
+        key: &'p str,
+    ) -> Vec<(JsonPath<'p>, &'n Node<'a>)> {
         match obj.get(key) {
             None => Vec::new(),
             Some(n) => match &n.value {
                 Value::Array(items) => items
                     .iter()
                     .enumerate()
-                    .map(|(i, item)| (path.key(key).index(i), item))
+                    .map(|(i, item)| (path.key_index(key, i), item))
                     .collect(),
                 other => {
                     self.error(
@@ -227,6 +230,25 @@ impl FileCx<'_> {
 }
 
 impl Builder {
+    /// Makes room for everything `parts` hold, so absorbing them moves each
+    /// entity once instead of again at every doubling.
+    pub(super) fn reserve_for<'b>(&mut self, parts: impl Iterator<Item = &'b Builder> + Clone) {
+        let s = &mut self.store;
+        s.users
+            .reserve(parts.clone().map(|p| p.store.users.len()).sum());
+        s.groups
+            .reserve(parts.clone().map(|p| p.store.groups.len()).sum());
+        s.roles
+            .reserve(parts.clone().map(|p| p.store.roles.len()).sum());
+        s.managed
+            .reserve(parts.clone().map(|p| p.store.managed.len()).sum());
+        s.resource_policies
+            .reserve(parts.clone().map(|p| p.store.resource_policies.len()).sum());
+        s.scps
+            .reserve(parts.clone().map(|p| p.store.scps.len()).sum());
+        s.files.reserve(parts.map(|p| p.store.files.len()).sum());
+    }
+
     /// Adds what another builder read (files are read in parallel, then merged in order).
     pub(super) fn absorb(&mut self, other: Builder) {
         let Store {
@@ -588,44 +610,44 @@ impl Builder {
     /// Checks across files, then hands over the store.
     pub(super) fn finish(mut self, findings: &mut Findings) -> Store {
         let s = &mut self.store;
-        let managed: HashSet<&str> = s.managed.iter().map(|m| m.arn.as_str()).collect();
+        let managed: FxHashSet<&str> = s.managed.iter().map(|m| m.arn.as_str()).collect();
 
+        // Borrowed keys and locations: a million-entity store must not copy
+        // every ARN and location to find the rare duplicate.
         let mut dup =
-            |what: &str, key: &str, loc: &Location, seen: &mut HashMap<String, Location>| {
-                if let Some(first) = seen.get(key) {
+            |what: &str, key: &dyn std::fmt::Display, first: Option<&Location>, loc: &Location| {
+                if let Some(first) = first {
                     findings.push(
                         FindingType::Error,
                         "DUPLICATE_ENTITY",
                         loc.clone(),
                         format!("{what} `{key}` is defined twice (first at {first})"),
                     );
-                } else {
-                    seen.insert(key.to_owned(), loc.clone());
                 }
             };
-        let mut seen = HashMap::new();
-        for u in &s.users {
-            dup("user", &u.arn, &u.location, &mut seen);
-        }
-        for g in &s.groups {
-            dup("group", &g.arn, &g.location, &mut seen);
-        }
-        for r in &s.roles {
-            dup("role", &r.arn, &r.location, &mut seen);
-        }
-        for m in &s.managed {
-            dup("managed policy", &m.arn, &m.location, &mut seen);
-        }
-        for r in &s.resource_policies {
-            dup(
-                "the resource policy of",
-                &r.resource_arn,
-                &r.location,
-                &mut seen,
+        let mut seen: FxHashMap<&str, &Location> = FxHashMap::default();
+        let entities = (s.users.iter().map(|u| ("user", &u.arn, &u.location)))
+            .chain(s.groups.iter().map(|g| ("group", &g.arn, &g.location)))
+            .chain(s.roles.iter().map(|r| ("role", &r.arn, &r.location)))
+            .chain(
+                s.managed
+                    .iter()
+                    .map(|m| ("managed policy", &m.arn, &m.location)),
+            )
+            .chain(
+                s.resource_policies
+                    .iter()
+                    .map(|r| ("the resource policy of", &r.resource_arn, &r.location)),
             );
+        for (what, arn, loc) in entities {
+            let first = seen.get(arn.as_str()).copied();
+            if first.is_none() {
+                seen.insert(arn, loc);
+            }
+            dup(what, arn, first, loc);
         }
         // IAM names are unique per account, ignoring case.
-        let mut names = HashMap::new();
+        let mut names: FxHashMap<(&str, &str, Cow<'_, str>), &Location> = FxHashMap::default();
         for (kind, account, name, loc) in s
             .users
             .iter()
@@ -641,38 +663,53 @@ impl Builder {
                     .map(|g| ("group", &g.account, &g.name, &g.location)),
             )
         {
-            let key = format!("{kind}:{account}:{}", name.to_lowercase());
-            dup(kind, &key, loc, &mut names);
+            let folded = if !name.is_ascii() || name.bytes().any(|b| b.is_ascii_uppercase()) {
+                Cow::Owned(name.to_lowercase())
+            } else {
+                Cow::Borrowed(name.as_str())
+            };
+            let key = (kind, account.as_str(), folded);
+            match names.get(&key) {
+                Some(first) => dup(
+                    kind,
+                    &format_args!("{kind}:{account}:{}", key.2),
+                    Some(first),
+                    loc,
+                ),
+                None => {
+                    names.insert(key, loc);
+                }
+            }
         }
 
-        let mut missing = |arn: &str, whose: &str, loc: &Location| {
+        let mut missing = |arn: &str, kind: &str, name: &str, loc: &Location| {
             if !managed.contains(arn) {
                 findings.push(
                     FindingType::Error,
                     "UNKNOWN_MANAGED_POLICY",
                     loc.clone(),
                     format!(
-                        "{whose} refers to managed policy `{arn}`, which no store file defines"
+                        "{kind} `{name}` refers to managed policy `{arn}`, which no store file defines"
                     ),
                 );
             }
         };
         for u in &s.users {
             for a in u.attached.iter().chain(u.boundary.iter()) {
-                missing(a, &format!("user `{}`", u.name), &u.location);
+                missing(a, "user", &u.name, &u.location);
             }
         }
         for g in &s.groups {
             for a in &g.attached {
-                missing(a, &format!("group `{}`", g.name), &g.location);
+                missing(a, "group", &g.name, &g.location);
             }
         }
         for r in &s.roles {
             for a in r.attached.iter().chain(r.boundary.iter()) {
-                missing(a, &format!("role `{}`", r.name), &r.location);
+                missing(a, "role", &r.name, &r.location);
             }
         }
-        let group_names: HashSet<(&str, &str)> = s
+        let group_names: FxHashSet<(&str, &str)> = s
             .groups
             .iter()
             .map(|g| (g.account.as_str(), g.name.as_str()))

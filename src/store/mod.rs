@@ -9,9 +9,12 @@
 
 mod files;
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::BTreeSet;
 use std::fs;
+use std::io::Read;
 use std::path::{Path, PathBuf};
+
+use rustc_hash::FxHashSet;
 
 use crate::finding::{FindingType, Findings, Location};
 use crate::policy::Policy;
@@ -203,7 +206,7 @@ pub fn load(dir: &Path) -> Result<Loaded, LoadError> {
 /// (`iamd validate` lists them all).
 pub fn load_with_findings(dir: &Path) -> Result<(Option<Store>, Findings), LoadError> {
     let paths = list_files(dir)?;
-    let parts = in_parallel(&paths, |path| {
+    let parts = in_parallel(&paths, |buf: &mut Vec<u8>, path| {
         let rel = path
             .strip_prefix(dir)
             .unwrap_or(path)
@@ -211,8 +214,8 @@ pub fn load_with_findings(dir: &Path) -> Result<(Option<Store>, Findings), LoadE
             .into_owned();
         let mut findings = Findings::new();
         let mut part = files::Builder::default();
-        match read_file(path) {
-            Ok(text) => part.add_file(&rel, &text, &mut findings),
+        match read_file(path, buf) {
+            Ok(text) => part.add_file(&rel, text, &mut findings),
             Err(msg) => {
                 let loc = Location {
                     file: rel.into(),
@@ -229,25 +232,31 @@ pub fn load_with_findings(dir: &Path) -> Result<(Option<Store>, Findings), LoadE
 }
 
 /// Reads files on every core: files are independent until the cross-file
-/// checks, and parsing dominates load time for large stores.
-fn in_parallel<T: Sync, R: Send>(items: &[T], work: impl Fn(&T) -> R + Sync) -> Vec<R> {
+/// checks, and parsing dominates load time for large stores. Each thread
+/// keeps its own scratch state `S` (a read buffer) across its items.
+fn in_parallel<T: Sync, S: Default, R: Send>(
+    items: &[T],
+    work: impl Fn(&mut S, &T) -> R + Sync,
+) -> Vec<R> {
     let threads = std::thread::available_parallelism()
         .map_or(1, |n| n.get())
         .clamp(1, 8);
     if threads == 1 || items.len() < 2 {
-        return items.iter().map(&work).collect();
+        let mut scratch = S::default();
+        return items.iter().map(|item| work(&mut scratch, item)).collect();
     }
     let mut results: Vec<(usize, R)> = std::thread::scope(|scope| {
         let handles: Vec<_> = (0..threads)
             .map(|t| {
                 let work = &work;
                 scope.spawn(move || {
+                    let mut scratch = S::default();
                     items
                         .iter()
                         .enumerate()
                         .skip(t)
                         .step_by(threads)
-                        .map(|(i, item)| (i, work(item)))
+                        .map(|(i, item)| (i, work(&mut scratch, item)))
                         .collect::<Vec<_>>()
                 })
             })
@@ -265,6 +274,7 @@ fn in_parallel<T: Sync, R: Send>(items: &[T], work: impl Fn(&T) -> R + Sync) -> 
 fn merge(parts: Vec<(files::Builder, Findings)>) -> (Option<Store>, Findings) {
     let mut findings = Findings::new();
     let mut builder = files::Builder::default();
+    builder.reserve_for(parts.iter().map(|(part, _)| part));
     for (part, f) in parts {
         builder.absorb(part);
         findings.extend(f);
@@ -279,7 +289,7 @@ pub fn from_texts<'a>(
     files: impl IntoIterator<Item = (&'a str, &'a str)>,
 ) -> (Option<Store>, Findings) {
     let files: Vec<(&str, &str)> = files.into_iter().collect();
-    merge(in_parallel(&files, |(name, text)| {
+    merge(in_parallel(&files, |_: &mut (), (name, text)| {
         let mut findings = Findings::new();
         let mut part = files::Builder::default();
         part.add_file(name, text, &mut findings);
@@ -287,24 +297,30 @@ pub fn from_texts<'a>(
     }))
 }
 
-fn read_file(path: &Path) -> Result<String, String> {
-    let meta = fs::metadata(path).map_err(|e| format!("cannot read the file: {e}"))?;
-    if meta.len() > MAX_FILE_BYTES {
+/// Reads a store file into `buf` (reused across files: one open and one
+/// read per file, no size probe) and checks it is UTF-8.
+fn read_file<'b>(path: &Path, buf: &'b mut Vec<u8>) -> Result<&'b str, String> {
+    buf.clear();
+    let file = fs::File::open(path).map_err(|e| format!("cannot read the file: {e}"))?;
+    let read = file
+        .take(MAX_FILE_BYTES + 1)
+        .read_to_end(buf)
+        .map_err(|e| format!("cannot read the file: {e}"))?;
+    if read as u64 > MAX_FILE_BYTES {
+        let len = fs::metadata(path).map_or(read as u64, |m| m.len());
         return Err(format!(
-            "the file has {} bytes; store files are limited to {MAX_FILE_BYTES}",
-            meta.len()
+            "the file has {len} bytes; store files are limited to {MAX_FILE_BYTES}"
         ));
     }
-    let bytes = fs::read(path).map_err(|e| format!("cannot read the file: {e}"))?;
-    String::from_utf8(bytes).map_err(|e| format!("the file is not UTF-8: {e}"))
+    std::str::from_utf8(buf).map_err(|e| format!("the file is not UTF-8: {e}"))
 }
 
 /// Every `*.json` file below `dir`, in a stable depth-first order (names
 /// sorted within each folder), each real file once.
 fn list_files(dir: &Path) -> Result<Vec<PathBuf>, LoadError> {
     let mut out = Vec::new();
-    let mut seen_files = HashSet::new();
-    let mut seen_dirs = HashSet::new();
+    let mut seen_files = FxHashSet::default();
+    let mut seen_dirs = FxHashSet::default();
     walk(dir, &mut out, &mut seen_files, &mut seen_dirs)?;
     Ok(out)
 }
@@ -312,8 +328,8 @@ fn list_files(dir: &Path) -> Result<Vec<PathBuf>, LoadError> {
 fn walk(
     dir: &Path,
     out: &mut Vec<PathBuf>,
-    seen_files: &mut HashSet<PathBuf>,
-    seen_dirs: &mut HashSet<PathBuf>,
+    seen_files: &mut FxHashSet<PathBuf>,
+    seen_dirs: &mut FxHashSet<PathBuf>,
 ) -> Result<(), LoadError> {
     let canonical = fs::canonicalize(dir).map_err(|source| LoadError::Dir {
         path: dir.to_owned(),
@@ -334,14 +350,21 @@ fn walk(
             continue;
         }
         let path = entry.path();
-        let is_link = entry.file_type().is_ok_and(|t| t.is_symlink());
-        // Follow symlinks: ConfigMap mounts are links into `..data`.
-        let Ok(meta) = fs::metadata(&path) else {
-            continue; // dangling link, e.g. mid-swap
+        // The entry's type comes with the directory listing; only links
+        // need a `stat` (ConfigMap mounts are links into `..data`).
+        let Ok(mut kind) = entry.file_type() else {
+            continue;
         };
-        if meta.is_dir() {
+        let is_link = kind.is_symlink();
+        if is_link {
+            match fs::metadata(&path) {
+                Ok(meta) => kind = meta.file_type(),
+                Err(_) => continue, // dangling link, e.g. mid-swap
+            }
+        }
+        if kind.is_dir() {
             walk(&path, out, seen_files, seen_dirs)?;
-        } else if meta.is_file() && path.extension().is_some_and(|e| e == "json") {
+        } else if kind.is_file() && path.extension().is_some_and(|e| e == "json") {
             // A plain file's real path is its real folder's plus its name;
             // only links need resolving.
             let real = if is_link {
@@ -364,5 +387,91 @@ pub fn inline_aggregate_limit(kind: &str) -> usize {
         "user" => 2_048,
         "group" => 5_120,
         _ => 10_240,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SCP: &str = r#"{"ServiceControlPolicies": []}"#;
+
+    fn unreadable(findings: &Findings) -> Vec<(String, String)> {
+        findings
+            .iter()
+            .filter(|f| f.issue_code == "UNREADABLE_FILE")
+            .map(|f| (f.location.file.to_string(), f.message.clone()))
+            .collect()
+    }
+
+    #[test]
+    fn reads_each_file_whole_with_one_buffer() {
+        // A long file then a short one through the same per-thread buffer:
+        // the second must not see the first's tail.
+        let dir = tempfile::tempdir().unwrap();
+        let long = format!("{{\"ServiceControlPolicies\": []{}}}", " ".repeat(100_000));
+        fs::write(dir.path().join("a.json"), &long).unwrap();
+        fs::write(dir.path().join("b.json"), SCP).unwrap();
+        let mut buf = Vec::new();
+        assert_eq!(
+            read_file(&dir.path().join("a.json"), &mut buf).unwrap(),
+            long
+        );
+        assert_eq!(
+            read_file(&dir.path().join("b.json"), &mut buf).unwrap(),
+            SCP
+        );
+        let (store, findings) = load_with_findings(dir.path()).unwrap();
+        assert!(findings.is_empty(), "{findings:?}");
+        assert_eq!(store.unwrap().files, ["a.json", "b.json"]);
+    }
+
+    #[test]
+    fn oversized_and_non_utf8_files_are_findings_not_failures() {
+        let dir = tempfile::tempdir().unwrap();
+        let big = fs::File::create(dir.path().join("big.json")).unwrap();
+        big.set_len(MAX_FILE_BYTES + 1).unwrap();
+        fs::write(dir.path().join("latin1.json"), b"{\"Policy\": \"caf\xe9\"}").unwrap();
+        fs::write(dir.path().join("ok.json"), SCP).unwrap();
+        let (store, findings) = load_with_findings(dir.path()).unwrap();
+        assert!(store.is_none());
+        let got = unreadable(&findings);
+        assert_eq!(got.len(), 2, "{got:?}");
+        assert_eq!(got[0].0, "big.json");
+        assert_eq!(
+            got[0].1,
+            format!(
+                "the file has {} bytes; store files are limited to {MAX_FILE_BYTES}",
+                MAX_FILE_BYTES + 1
+            )
+        );
+        assert_eq!(got[1].0, "latin1.json");
+        assert!(
+            got[1].1.starts_with("the file is not UTF-8"),
+            "{}",
+            got[1].1
+        );
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn follows_links_once_and_skips_dangling_ones() {
+        use std::os::unix::fs::symlink;
+        let dir = tempfile::tempdir().unwrap();
+        let real = dir.path().join("real");
+        fs::create_dir(&real).unwrap();
+        fs::write(real.join("scp.json"), SCP).unwrap();
+        // A linked folder and a linked file to the same real file, and a
+        // link to nothing: the real file is read once, the dangling link skipped.
+        symlink(&real, dir.path().join("linked")).unwrap();
+        symlink(real.join("scp.json"), dir.path().join("alias.json")).unwrap();
+        symlink(
+            dir.path().join("gone.json"),
+            dir.path().join("dangling.json"),
+        )
+        .unwrap();
+        let (store, findings) = load_with_findings(dir.path()).unwrap();
+        assert!(findings.is_empty(), "{findings:?}");
+        assert_eq!(store.unwrap().files, ["alias.json"]);
     }
 }
