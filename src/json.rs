@@ -126,9 +126,10 @@ struct Parser<'a> {
     /// increasing order, so counting characters from there keeps a long
     /// single-line document linear.
     col_at: (usize, u32),
-    /// Children of the arrays and objects being parsed; each container takes
+    /// Children of the arrays and objects being parsed; each container drains
     /// its own off the top when it closes, so its Vec is allocated once, at
-    /// its final size.
+    /// its final size (not `split_off`, which at 0 hands over the scratch
+    /// buffer with all its spare capacity).
     items: Vec<Node<'a>>,
     members: Vec<Member<'a>>,
 }
@@ -250,7 +251,7 @@ impl<'a> Parser<'a> {
                 Some(b',') => self.i += 1,
                 Some(b'}') => {
                     self.i += 1;
-                    return Ok(Value::Object(self.members.split_off(start)));
+                    return Ok(Value::Object(self.members.drain(start..).collect()));
                 }
                 _ => return Err(self.error("expected `,` or `}` in the object")),
             }
@@ -274,7 +275,7 @@ impl<'a> Parser<'a> {
                 Some(b',') => self.i += 1,
                 Some(b']') => {
                     self.i += 1;
-                    return Ok(Value::Array(self.items.split_off(start)));
+                    return Ok(Value::Array(self.items.drain(start..).collect()));
                 }
                 _ => return Err(self.error("expected `,` or `]` in the array")),
             }
