@@ -2,6 +2,7 @@
 //! (attached policies exist, group names resolve, no entity twice).
 
 use std::borrow::Cow;
+use std::collections::hash_map::Entry;
 use std::collections::BTreeSet;
 
 use rustc_hash::{FxHashMap, FxHashSet};
@@ -615,15 +616,13 @@ impl Builder {
         // Borrowed keys and locations: a million-entity store must not copy
         // every ARN and location to find the rare duplicate.
         let mut dup =
-            |what: &str, key: &dyn std::fmt::Display, first: Option<&Location>, loc: &Location| {
-                if let Some(first) = first {
-                    findings.push(
-                        FindingType::Error,
-                        "DUPLICATE_ENTITY",
-                        loc.clone(),
-                        format!("{what} `{key}` is defined twice (first at {first})"),
-                    );
-                }
+            |what: &str, key: &dyn std::fmt::Display, first: &Location, loc: &Location| {
+                findings.push(
+                    FindingType::Error,
+                    "DUPLICATE_ENTITY",
+                    loc.clone(),
+                    format!("{what} `{key}` is defined twice (first at {first})"),
+                );
             };
         let mut seen: FxHashMap<&str, &Location> = FxHashMap::default();
         let entities = (s.users.iter().map(|u| ("user", &u.arn, &u.location)))
@@ -640,11 +639,12 @@ impl Builder {
                     .map(|r| ("the resource policy of", &r.resource_arn, &r.location)),
             );
         for (what, arn, loc) in entities {
-            let first = seen.get(arn.as_str()).copied();
-            if first.is_none() {
-                seen.insert(arn, loc);
+            match seen.entry(arn) {
+                Entry::Occupied(first) => dup(what, arn, first.get(), loc),
+                Entry::Vacant(slot) => {
+                    slot.insert(loc);
+                }
             }
-            dup(what, arn, first, loc);
         }
         // IAM names are unique per account, ignoring case.
         let mut names: FxHashMap<(&str, &str, Cow<'_, str>), &Location> = FxHashMap::default();
@@ -668,16 +668,18 @@ impl Builder {
             } else {
                 Cow::Borrowed(name.as_str())
             };
-            let key = (kind, account.as_str(), folded);
-            match names.get(&key) {
-                Some(first) => dup(
-                    kind,
-                    &format_args!("{kind}:{account}:{}", key.2),
-                    Some(first),
-                    loc,
-                ),
-                None => {
-                    names.insert(key, loc);
+            match names.entry((kind, account.as_str(), folded)) {
+                Entry::Occupied(first) => {
+                    let key = &first.key().2;
+                    dup(
+                        kind,
+                        &format_args!("{kind}:{account}:{key}"),
+                        first.get(),
+                        loc,
+                    );
+                }
+                Entry::Vacant(slot) => {
+                    slot.insert(loc);
                 }
             }
         }

@@ -474,4 +474,38 @@ mod tests {
         assert!(findings.is_empty(), "{findings:?}");
         assert_eq!(store.unwrap().files, ["alias.json"]);
     }
+
+    #[test]
+    fn the_same_arn_or_the_same_name_twice_is_an_error_naming_both_places() {
+        let user = |name: &str, path: &str| {
+            format!(
+                r#"{{"AccountId": "111122223333", "UserDetailList": [{{"UserName": "{name}", "Arn": "arn:aws:iam::111122223333:user{path}{name}"}}]}}"#
+            )
+        };
+        let (a, b, c) = (
+            user("alice", "/"),
+            user("alice", "/"),
+            user("Alice", "/team/"),
+        );
+        let (store, findings) = from_texts([("a.json", &*a), ("b.json", &*b), ("c.json", &*c)]);
+        assert!(store.is_none());
+        let dups: Vec<String> = findings
+            .iter()
+            .filter(|f| f.issue_code == "DUPLICATE_ENTITY")
+            .map(|f| format!("{}: {}", f.location.file, f.message))
+            .collect();
+        assert_eq!(dups.len(), 3, "{dups:?}");
+        assert!(dups[0].starts_with(
+            "b.json: user `arn:aws:iam::111122223333:user/alice` is defined twice (first at a.json"
+        ), "{dups:?}");
+        // Names are unique per account ignoring case: b's and c's alice both clash with a's.
+        for (i, file) in [(1, "b.json"), (2, "c.json")] {
+            assert!(
+                dups[i].starts_with(&format!(
+                    "{file}: user `user:111122223333:alice` is defined twice (first at a.json"
+                )),
+                "{dups:?}"
+            );
+        }
+    }
 }
