@@ -102,39 +102,61 @@ impl KeyType {
     }
 }
 
-static KEY_TYPES: LazyLock<Vec<(&'static str, KeyType)>> = LazyLock::new(|| {
-    rows(include_str!("../data/condition-keys.tsv"))
-        .filter_map(|cols| {
-            let ty = match *cols.get(1)? {
-                "String" => KeyType::String,
-                "ARN" => KeyType::Arn,
-                "Bool" => KeyType::Bool,
-                "Date" => KeyType::Date,
-                "Numeric" => KeyType::Numeric,
-                "IPAddress" => KeyType::IpAddress,
-                "ArrayOfString" => KeyType::ArrayOfString,
-                _ => return None,
-            };
-            Some((*cols.first()?, ty))
-        })
-        .collect()
+/// The known condition keys: exact names sorted by length (a lookup
+/// compares only names of the key's length), and the `tag-key` templates
+/// by their prefix.
+struct KeyTypes {
+    exact: Vec<(&'static str, KeyType)>,
+    templates: Vec<(&'static str, KeyType)>,
+}
+
+static KEY_TYPES: LazyLock<KeyTypes> = LazyLock::new(|| {
+    let mut keys = KeyTypes {
+        exact: Vec::new(),
+        templates: Vec::new(),
+    };
+    for cols in rows(include_str!("../data/condition-keys.tsv")) {
+        let ty = match cols.get(1).copied() {
+            Some("String") => KeyType::String,
+            Some("ARN") => KeyType::Arn,
+            Some("Bool") => KeyType::Bool,
+            Some("Date") => KeyType::Date,
+            Some("Numeric") => KeyType::Numeric,
+            Some("IPAddress") => KeyType::IpAddress,
+            Some("ArrayOfString") => KeyType::ArrayOfString,
+            _ => continue,
+        };
+        let Some(&name) = cols.first() else { continue };
+        match name.strip_suffix("tag-key") {
+            Some(prefix) => keys.templates.push((prefix, ty)),
+            None => keys.exact.push((name, ty)),
+        }
+    }
+    keys.exact.sort_by_key(|(name, _)| name.len());
+    keys
 });
 
 /// The type of a known condition key (case-insensitive; `aws:PrincipalTag/x`
 /// and the other tag keys match their `tag-key` templates).
 pub fn condition_key_type(key: &str) -> Option<KeyType> {
-    KEY_TYPES.iter().find_map(|(k, ty)| {
-        let matches = match k.strip_suffix("tag-key") {
-            Some(prefix) => {
-                key.len() > prefix.len()
-                    && key
-                        .get(..prefix.len())
-                        .is_some_and(|p| p.eq_ignore_ascii_case(prefix))
-            }
-            None => k.eq_ignore_ascii_case(key),
-        };
-        matches.then_some(*ty)
-    })
+    let keys = &*KEY_TYPES;
+    let from = keys.exact.partition_point(|(k, _)| k.len() < key.len());
+    let exact = keys
+        .exact
+        .get(from..)
+        .unwrap_or_default()
+        .iter()
+        .take_while(|(k, _)| k.len() == key.len())
+        .find(|(k, _)| k.eq_ignore_ascii_case(key));
+    let template = || {
+        keys.templates.iter().find(|(prefix, _)| {
+            key.len() > prefix.len()
+                && key
+                    .get(..prefix.len())
+                    .is_some_and(|p| p.eq_ignore_ascii_case(prefix))
+        })
+    };
+    exact.or_else(template).map(|(_, ty)| *ty)
 }
 
 #[cfg(test)]

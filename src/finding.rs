@@ -57,6 +57,16 @@ impl fmt::Display for Location {
     }
 }
 
+/// Where a statement is written: file, line and column. The JSON path is
+/// left out: only findings need it, and they are made while parsing, so a
+/// million statements do not each carry a rendered path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StatementLocation {
+    pub file: Arc<str>,
+    pub line: u32,
+    pub column: u32,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Finding {
@@ -79,45 +89,67 @@ impl fmt::Display for Finding {
 /// Where a document being parsed comes from: the file, the path of the
 /// document inside it, and, for a policy embedded as a JSON string, the
 /// position of that string (inner positions mean nothing to the reader).
+///
+/// The path is borrowed, like [`JsonPath`] itself: it is rendered only when
+/// a finding is reported, not for each of a million documents.
 #[derive(Debug, Clone)]
-pub struct Origin {
+pub struct Origin<'p> {
     pub file: Arc<str>,
-    /// The rendered path of the document within the file (empty at the top).
-    pub base: String,
+    /// The document this one is nested in, and the path from its top to this one.
+    within: Option<(&'p Origin<'p>, &'p JsonPath<'p>)>,
     pub embedded_at: Option<Pos>,
 }
 
-impl Origin {
+impl<'p> Origin<'p> {
     pub fn file(file: impl Into<Arc<str>>) -> Self {
         Origin {
             file: file.into(),
-            base: String::new(),
+            within: None,
             embedded_at: None,
         }
     }
 
     /// A document nested at `path` of this one, written as a JSON string at `pos`.
-    pub fn embedded(&self, path: &JsonPath, pos: Pos) -> Self {
+    pub fn embedded(&'p self, path: &'p JsonPath<'p>, pos: Pos) -> Self {
         Origin {
             file: self.file.clone(),
-            base: self.full_path(path),
+            within: Some((self, path)),
             embedded_at: Some(self.embedded_at.unwrap_or(pos)),
         }
     }
 
     /// A document nested at `path` of this one, as a JSON object.
-    pub fn nested(&self, path: &JsonPath) -> Self {
+    pub fn nested(&'p self, path: &'p JsonPath<'p>) -> Self {
         Origin {
             file: self.file.clone(),
-            base: self.full_path(path),
+            within: Some((self, path)),
             embedded_at: self.embedded_at,
         }
     }
 
+    /// Writes the path from the top of the file to this document.
+    fn write_base(&self, out: &mut String) {
+        if let Some((parent, path)) = self.within {
+            parent.write_base(out);
+            path.write_to(out);
+        }
+    }
+
     fn full_path(&self, path: &JsonPath) -> String {
-        let mut full = self.base.clone();
+        let mut full = String::new();
+        self.write_base(&mut full);
         path.write_to(&mut full);
         full
+    }
+
+    /// Where a statement at `pos` of this document is written.
+    pub fn statement_location(&self, pos: Pos) -> StatementLocation {
+        let at = self.embedded_at.unwrap_or(pos);
+        StatementLocation {
+            file: self.file.clone(),
+            line: at.line,
+            column: at.column,
+        }
     }
 
     pub fn location(&self, path: &JsonPath, pos: Pos) -> Location {

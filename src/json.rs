@@ -17,7 +17,6 @@ pub const MAX_DEPTH: usize = 128;
 /// A position in the source text (1-based line and column, column in characters).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Pos {
-    pub offset: usize,
     pub line: u32,
     pub column: u32,
 }
@@ -28,6 +27,11 @@ pub struct Pos {
 pub struct Node<'a> {
     pub value: Value<'a>,
     pub pos: Pos,
+    /// Length of the value written without white space, not even inside
+    /// strings (which count decoded, in characters): the measure IAM's
+    /// policy size quotas use. Kept while parsing, when every byte passes
+    /// by anyway, rather than by walking the tree again.
+    pub compact_len: u32,
 }
 
 /// An object member; `key_pos` points at the key's opening quote.
@@ -151,7 +155,6 @@ impl<'a> Parser<'a> {
         let column = col.saturating_add(u32::try_from(chars).unwrap_or(u32::MAX));
         self.col_at = (self.i, column);
         Pos {
-            offset: self.i,
             line: self.line,
             column,
         }
@@ -196,37 +199,50 @@ impl<'a> Parser<'a> {
             return Err(self.error(format!("nesting deeper than {MAX_DEPTH} levels")));
         }
         let pos = self.pos();
-        let value = match self.peek() {
+        let (value, compact_len) = match self.peek() {
             None => return Err(self.error("unexpected end of input, expected a JSON value")),
             Some(b'{') => self.object(depth)?,
             Some(b'[') => self.array(depth)?,
-            Some(b'"') => Value::String(self.string()?),
+            Some(b'"') => {
+                let s = self.string()?;
+                let len = string_compact_len(&s);
+                (Value::String(s), len)
+            }
             Some(b't') => {
                 self.expect_literal("true")?;
-                Value::Bool(true)
+                (Value::Bool(true), 4)
             }
             Some(b'f') => {
                 self.expect_literal("false")?;
-                Value::Bool(false)
+                (Value::Bool(false), 5)
             }
             Some(b'n') => {
                 self.expect_literal("null")?;
-                Value::Null
+                (Value::Null, 4)
             }
-            Some(b'-' | b'0'..=b'9') => Value::Number(self.number()?),
+            Some(b'-' | b'0'..=b'9') => {
+                let n = self.number()?;
+                (Value::Number(n), n.len())
+            }
             Some(_) => return Err(self.error("expected a JSON value")),
         };
-        Ok(Node { value, pos })
+        Ok(Node {
+            value,
+            pos,
+            compact_len: u32::try_from(compact_len).unwrap_or(u32::MAX),
+        })
     }
 
-    fn object(&mut self, depth: usize) -> Result<Value<'a>, JsonError> {
+    fn object(&mut self, depth: usize) -> Result<(Value<'a>, usize), JsonError> {
         self.i += 1; // '{'
         let start = self.members.len();
         self.skip_ws();
         if self.peek() == Some(b'}') {
             self.i += 1;
-            return Ok(Value::Object(Vec::new()));
+            return Ok((Value::Object(Vec::new()), 2));
         }
+        // `{}`, and per member a `,` or the `{`, its key, `"":` and its value.
+        let mut len = 1;
         loop {
             self.skip_ws();
             if self.peek() != Some(b'"') {
@@ -241,6 +257,7 @@ impl<'a> Parser<'a> {
             self.i += 1;
             self.skip_ws();
             let value = self.value(depth + 1)?;
+            len += 1 + key.len() + 3 + value.compact_len as usize;
             self.members.push(Member {
                 key,
                 key_pos,
@@ -251,31 +268,34 @@ impl<'a> Parser<'a> {
                 Some(b',') => self.i += 1,
                 Some(b'}') => {
                     self.i += 1;
-                    return Ok(Value::Object(self.members.drain(start..).collect()));
+                    return Ok((Value::Object(self.members.drain(start..).collect()), len));
                 }
                 _ => return Err(self.error("expected `,` or `}` in the object")),
             }
         }
     }
 
-    fn array(&mut self, depth: usize) -> Result<Value<'a>, JsonError> {
+    fn array(&mut self, depth: usize) -> Result<(Value<'a>, usize), JsonError> {
         self.i += 1; // '['
         let start = self.items.len();
         self.skip_ws();
         if self.peek() == Some(b']') {
             self.i += 1;
-            return Ok(Value::Array(Vec::new()));
+            return Ok((Value::Array(Vec::new()), 2));
         }
+        // `[]`, and per item a `,` or the `[` and the item.
+        let mut len = 1;
         loop {
             self.skip_ws();
             let item = self.value(depth + 1)?;
+            len += 1 + item.compact_len as usize;
             self.items.push(item);
             self.skip_ws();
             match self.peek() {
                 Some(b',') => self.i += 1,
                 Some(b']') => {
                     self.i += 1;
-                    return Ok(Value::Array(self.items.drain(start..).collect()));
+                    return Ok((Value::Array(self.items.drain(start..).collect()), len));
                 }
                 _ => return Err(self.error("expected `,` or `]` in the array")),
             }
@@ -333,16 +353,15 @@ impl<'a> Parser<'a> {
         self.i += 1; // opening quote
         let start = self.i;
         // The common case: no escapes, borrow the text.
-        while let Some(c) = self.peek() {
-            if c == b'"' {
-                let s = self.text.get(start..self.i).unwrap_or_default();
-                self.i += 1;
-                return Ok(Cow::Borrowed(s));
-            }
-            if c == b'\\' || c < 0x20 {
-                break;
-            }
+        let rest = self.src.get(start..).unwrap_or_default();
+        self.i += rest
+            .iter()
+            .position(|&c| c == b'"' || c == b'\\' || c < 0x20)
+            .unwrap_or(rest.len());
+        if self.peek() == Some(b'"') {
+            let s = self.text.get(start..self.i).unwrap_or_default();
             self.i += 1;
+            return Ok(Cow::Borrowed(s));
         }
         let mut out = String::new();
         out.push_str(self.text.get(start..self.i).unwrap_or_default());
@@ -401,6 +420,22 @@ impl<'a> Parser<'a> {
                 Some(_) => return Err(self.error("control character in string")),
             }
         }
+    }
+}
+
+/// A string's [`Node::compact_len`]: its characters other than white space, and the quotes.
+fn string_compact_len(s: &str) -> usize {
+    // Most strings are ASCII without a space or control byte: a test the
+    // compiler vectorises tells those apart from the rest.
+    if s.bytes()
+        .fold(0u8, |n, b| n | u8::from(b <= b' ' || b >= 0x80))
+        == 0
+    {
+        s.len() + 2
+    } else if s.is_ascii() {
+        s.bytes().filter(|b| !b.is_ascii_whitespace()).count() + 2
+    } else {
+        s.chars().filter(|c| !c.is_whitespace()).count() + 2
     }
 }
 
@@ -562,5 +597,62 @@ mod tests {
         let mut based = String::from("UserPolicyList[1].PolicyDocument");
         second.write_to(&mut based);
         assert_eq!(based, "UserPolicyList[1].PolicyDocument.Statement[2]");
+    }
+
+    /// IAM's measure written out as a walk over the finished tree: the
+    /// parser's running count must agree with it.
+    fn compact_len_by_walking(node: &Node) -> usize {
+        match &node.value {
+            Value::Null | Value::Bool(true) => 4,
+            Value::Bool(false) => 5,
+            Value::Number(n) => n.len(),
+            Value::String(s) => s.chars().filter(|c| !c.is_whitespace()).count() + 2,
+            Value::Array(items) => {
+                2 + items.len().saturating_sub(1)
+                    + items.iter().map(compact_len_by_walking).sum::<usize>()
+            }
+            Value::Object(members) => {
+                2 + members.len().saturating_sub(1)
+                    + members
+                        .iter()
+                        .map(|m| m.key.len() + 3 + compact_len_by_walking(&m.value))
+                        .sum::<usize>()
+            }
+        }
+    }
+
+    #[test]
+    fn compact_len_counts_what_iam_counts_at_every_node() {
+        let docs = [
+            "{}",
+            "[]",
+            "[ ]",
+            "{\"a\" : [ 1 , -2.5e3 , true , false , null ] }",
+            "{\n  \"Version\": \"2012-10-17\",\n  \"Statement\": [{\"Sid\": \"a b\", \"Effect\": \"Allow\"}]\n}",
+            r#"{"escaped": "tab\there\nline \u0020 \u00e9 \"q\" \\", "nbsp": "a\u00a0b c", "é key": "ü ö"}"#,
+            r#"[[[]], [{}], {"k": {"k": ["x", [1]]}}]"#,
+            "\"just a string with  spaces\"",
+        ];
+        fn every_node(n: &Node, check: &mut dyn FnMut(&Node)) {
+            check(n);
+            match &n.value {
+                Value::Array(items) => items.iter().for_each(|i| every_node(i, check)),
+                Value::Object(members) => members.iter().for_each(|m| every_node(&m.value, check)),
+                _ => {}
+            }
+        }
+        for doc in docs {
+            let root = parse(doc).unwrap();
+            every_node(&root, &mut |n| {
+                assert_eq!(
+                    n.compact_len as usize,
+                    compact_len_by_walking(n),
+                    "{doc}: {n:?}"
+                );
+            });
+        }
+        // Spot checks by hand: `{"a":[1,true]}` and `"xy"`.
+        assert_eq!(parse("{ \"a\": [1, true] }").unwrap().compact_len, 14);
+        assert_eq!(parse("\"x y\"").unwrap().compact_len, 4);
     }
 }

@@ -11,7 +11,7 @@ use rustc_hash::FxHashMap;
 
 use super::principal::PrincipalMatcher;
 use crate::catalog;
-use crate::finding::Location;
+pub use crate::finding::StatementLocation;
 use crate::policy::{ActionElement, Condition, Effect, Policy, ResourceElement};
 use crate::store::{NamedPolicy, Store};
 
@@ -78,25 +78,6 @@ pub struct CompiledStatement {
     pub principal: Option<PrincipalMatcher>,
     pub condition: Condition,
     pub location: StatementLocation,
-}
-
-/// Where a statement is written: file, line and column (the JSON path is
-/// only needed for validation findings, which come before compilation).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StatementLocation {
-    pub file: std::sync::Arc<str>,
-    pub line: u32,
-    pub column: u32,
-}
-
-impl From<Location> for StatementLocation {
-    fn from(l: Location) -> Self {
-        StatementLocation {
-            file: l.file,
-            line: l.line,
-            column: l.column,
-        }
-    }
 }
 
 /// Statements of a set of policies, grouped by the literal actions they name.
@@ -198,6 +179,13 @@ pub struct Snapshot {
 
 struct Builder {
     snap: Snapshot,
+    /// Per statement, the range of `literal_actions` holding its interned
+    /// literal actions, or `None` when its `Action` is a wildcard or a
+    /// `NotAction`. Computed once per statement, however many indexes hold it.
+    statement_actions: Vec<Option<std::ops::Range<u32>>>,
+    literal_actions: Vec<ActionId>,
+    /// Scratch for [`Builder::index`], reused across the million indexes of a large store.
+    pairs: Vec<(ActionId, StmtId)>,
 }
 
 impl Builder {
@@ -223,6 +211,16 @@ impl Builder {
             .into_iter()
             .enumerate()
         {
+            let actions = s.action.literals().map(|literals| {
+                let from = self.literal_actions.len();
+                for l in literals {
+                    let a = self.intern(l);
+                    self.literal_actions.push(a);
+                }
+                let to = self.literal_actions.len();
+                u32::try_from(from).unwrap_or(u32::MAX)..u32::try_from(to).unwrap_or(u32::MAX)
+            });
+            self.statement_actions.push(actions);
             self.snap.statements.push(CompiledStatement {
                 policy: pid,
                 index: u32::try_from(i).unwrap_or(u32::MAX),
@@ -232,7 +230,7 @@ impl Builder {
                 action: s.action,
                 resource: s.resource,
                 condition: s.condition,
-                location: s.location.into(),
+                location: s.location,
             });
         }
         let end = u32::try_from(self.snap.statements.len()).unwrap_or(u32::MAX);
@@ -247,9 +245,18 @@ impl Builder {
     fn index(&mut self, policies: Vec<PolicyId>) -> StatementIndex {
         let mut policies = policies;
         // A managed policy reached through the user and a group counts once.
-        let mut seen = rustc_hash::FxHashSet::default();
-        policies.retain(|p| seen.insert(*p));
-        let mut by_action: FxHashMap<ActionId, Vec<StmtId>> = FxHashMap::default();
+        // Lists are short: a linear scan beats hashing them.
+        let mut unique = 0;
+        for i in 0..policies.len() {
+            let p = policies[i];
+            if !policies[..unique].contains(&p) {
+                policies[unique] = p;
+                unique += 1;
+            }
+        }
+        policies.truncate(unique);
+        let mut pairs = std::mem::take(&mut self.pairs);
+        pairs.clear();
         let mut other = Vec::new();
         for &pid in &policies {
             let range = self
@@ -259,31 +266,32 @@ impl Builder {
                 .map(|p| p.statements.clone())
                 .unwrap_or_default();
             for sid in range {
-                let literals: Option<Vec<String>> = self
-                    .snap
-                    .statements
-                    .get(sid as usize)
-                    .and_then(|s| s.action.literals().map(|l| l.map(str::to_owned).collect()));
-                match literals {
-                    Some(lits) => {
-                        for l in lits {
-                            let a = self.intern(&l);
-                            by_action.entry(a).or_default().push(sid);
-                        }
+                match self.statement_actions.get(sid as usize).cloned().flatten() {
+                    Some(r) => {
+                        let ids = self
+                            .literal_actions
+                            .get(r.start as usize..r.end as usize)
+                            .unwrap_or_default();
+                        pairs.extend(ids.iter().map(|&a| (a, sid)));
                     }
                     None => other.push(sid),
                 }
             }
         }
-        let mut by_action: Vec<(ActionId, Vec<StmtId>)> = by_action.into_iter().collect();
-        by_action.sort_by_key(|(a, _)| *a);
-        let mut buckets = Vec::with_capacity(by_action.len());
-        let mut bucket_items = Vec::new();
-        for (a, mut v) in by_action {
-            v.dedup();
-            bucket_items.extend(v);
-            buckets.push((a, u32::try_from(bucket_items.len()).unwrap_or(u32::MAX)));
+        // Stable: within an action, statements keep policy order.
+        pairs.sort_by_key(|&(a, _)| a);
+        pairs.dedup();
+        let mut buckets: Vec<(ActionId, u32)> = Vec::new();
+        let mut bucket_items = Vec::with_capacity(pairs.len());
+        for &(a, sid) in &pairs {
+            bucket_items.push(sid);
+            let end = u32::try_from(bucket_items.len()).unwrap_or(u32::MAX);
+            match buckets.last_mut() {
+                Some((last, e)) if *last == a => *e = end,
+                _ => buckets.push((a, end)),
+            }
         }
+        self.pairs = pairs;
         StatementIndex {
             buckets: buckets.into_boxed_slice(),
             bucket_items: bucket_items.into_boxed_slice(),
@@ -320,9 +328,23 @@ impl Snapshot {
     /// Compiles a validated store, consuming it: its statements move into
     /// the snapshot rather than being copied.
     pub fn compile_owned(mut store: Store) -> Snapshot {
+        let statements = store.statement_count();
         let mut b = Builder {
             snap: Snapshot::default(),
+            statement_actions: Vec::with_capacity(statements),
+            literal_actions: Vec::with_capacity(statements),
+            pairs: Vec::new(),
         };
+        // Sized up front: the arena is the bulk of the snapshot, and growing
+        // it by doubling would copy (and first touch) it again and again.
+        b.snap.statements.reserve_exact(statements);
+        b.snap.policies.reserve_exact(store.policy_count());
+        b.snap
+            .entities
+            .reserve_exact(store.users.len() + store.roles.len());
+        b.snap
+            .resources
+            .reserve_exact(store.resource_policies.len() + store.roles.len());
         for a in catalog::lambda_actions() {
             b.intern(&a.name.to_lowercase());
         }
@@ -330,10 +352,10 @@ impl Snapshot {
             b.intern(&a.to_lowercase());
         }
 
-        let mut managed: FxHashMap<String, PolicyId> = FxHashMap::default();
+        let mut managed: FxHashMap<&str, PolicyId> = FxHashMap::default();
         for m in &mut store.managed {
             let id = b.add_policy(m.arn.clone(), PolicyType::Managed, &mut m.policy);
-            managed.insert(m.arn.clone(), id);
+            managed.insert(m.arn.as_str(), id);
         }
         let attached = |arns: &[String]| -> Vec<PolicyId> {
             arns.iter()
@@ -354,43 +376,47 @@ impl Snapshot {
             };
 
         // Account, then group name: looked up by borrowed names, per user group.
-        let mut group_policies: FxHashMap<String, FxHashMap<String, Vec<PolicyId>>> =
+        let mut group_policies: FxHashMap<&str, FxHashMap<&str, Vec<PolicyId>>> =
             FxHashMap::default();
         for g in &mut store.groups {
             let mut ids = b.inline(&g.arn, PolicyType::Group, &mut g.inline);
             ids.extend(attached(&g.attached));
             group_policies
-                .entry(g.account.clone())
+                .entry(g.account.as_str())
                 .or_default()
-                .insert(g.name.clone(), ids);
+                .insert(g.name.as_str(), ids);
         }
 
         for u in &mut store.users {
             let mut ids = b.inline(&u.arn, PolicyType::User, &mut u.inline);
             ids.extend(attached(&u.attached));
             for g in &u.groups {
-                if let Some(gp) = group_policies.get(&u.account).and_then(|a| a.get(g)) {
+                if let Some(gp) = group_policies
+                    .get(u.account.as_str())
+                    .and_then(|a| a.get(g.as_str()))
+                {
                     ids.extend(gp);
                 }
             }
             let permissions = b.index(ids);
             let boundary = boundary_index(&mut b, &u.boundary);
             let eid = u32::try_from(b.snap.entities.len()).unwrap_or(u32::MAX);
-            b.snap.entities.push(Entity {
-                kind: EntityKind::User,
-                arn: u.arn.as_str().into(),
-                account: u.account.as_str().into(),
-                name: u.name.as_str().into(),
-                id: u.id.as_deref().map(Into::into),
-                tags: tags(&u.tags),
-                permissions,
-                boundary,
-            });
             b.snap
                 .users
                 .entry(u.account.as_str().into())
                 .or_default()
                 .insert(u.name.as_str().into(), eid);
+            // The entity takes the user's strings rather than copies.
+            b.snap.entities.push(Entity {
+                kind: EntityKind::User,
+                arn: std::mem::take(&mut u.arn).into_boxed_str(),
+                account: std::mem::take(&mut u.account).into_boxed_str(),
+                name: std::mem::take(&mut u.name).into_boxed_str(),
+                id: u.id.take().map(String::into_boxed_str),
+                tags: tags(std::mem::take(&mut u.tags)),
+                permissions,
+                boundary,
+            });
         }
 
         for r in &mut store.roles {
@@ -399,16 +425,6 @@ impl Snapshot {
             let permissions = b.index(ids);
             let boundary = boundary_index(&mut b, &r.boundary);
             let eid = u32::try_from(b.snap.entities.len()).unwrap_or(u32::MAX);
-            b.snap.entities.push(Entity {
-                kind: EntityKind::Role,
-                arn: r.arn.as_str().into(),
-                account: r.account.as_str().into(),
-                name: r.name.as_str().into(),
-                id: r.id.as_deref().map(Into::into),
-                tags: tags(&r.tags),
-                permissions,
-                boundary,
-            });
             b.snap
                 .roles
                 .entry(r.account.as_str().into())
@@ -419,6 +435,16 @@ impl Snapshot {
                 let index = b.index(vec![pid]);
                 b.add_resource(&r.arn, index, true);
             }
+            b.snap.entities.push(Entity {
+                kind: EntityKind::Role,
+                arn: std::mem::take(&mut r.arn).into_boxed_str(),
+                account: std::mem::take(&mut r.account).into_boxed_str(),
+                name: std::mem::take(&mut r.name).into_boxed_str(),
+                id: r.id.take().map(String::into_boxed_str),
+                tags: tags(std::mem::take(&mut r.tags)),
+                permissions,
+                boundary,
+            });
         }
 
         for rp in &mut store.resource_policies {
@@ -510,8 +536,8 @@ impl Builder {
     }
 }
 
-fn tags(t: &[(String, String)]) -> Box<[(Box<str>, Box<str>)]> {
-    t.iter()
-        .map(|(k, v)| (k.as_str().into(), v.as_str().into()))
+fn tags(t: Vec<(String, String)>) -> Box<[(Box<str>, Box<str>)]> {
+    t.into_iter()
+        .map(|(k, v)| (k.into_boxed_str(), v.into_boxed_str()))
         .collect()
 }

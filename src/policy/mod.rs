@@ -18,7 +18,7 @@ pub use condition::{Condition, ConditionContext};
 pub use parse::{parse_policy, parse_policy_text, PolicyKind};
 pub use pattern::{ArnPattern, Pattern, VarSource};
 
-use crate::finding::Location;
+use crate::finding::StatementLocation;
 
 /// `Version`: 2012-10-17 enables policy variables; 2008-10-17 reads `${...}` literally.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,6 +57,9 @@ pub struct Policy {
     pub version: Version,
     pub id: Option<Box<str>>,
     pub statements: Vec<Statement>,
+    /// `Statement` was written as an array (rather than one object), so
+    /// statement `i` is at `Statement[i]`: later findings name that path.
+    pub statements_listed: bool,
     /// Size in non-white-space characters, as IAM's quotas count it.
     pub size: usize,
 }
@@ -74,7 +77,7 @@ pub struct Statement {
     pub resource: Option<ResourceElement>,
     pub condition: Condition,
     /// Where the statement was written.
-    pub location: Location,
+    pub location: StatementLocation,
 }
 
 /// `Action` or `NotAction`: patterns over `service:action`, matched ignoring case.
@@ -130,7 +133,9 @@ pub struct PrincipalElement {
 pub enum PrincipalSpec {
     /// `"*"` or `{"AWS": "*"}`: everyone, anonymous callers and services included.
     Everyone,
-    Listed(PrincipalList),
+    /// Boxed: most statements have no principal, and the six lists would
+    /// otherwise widen every statement.
+    Listed(Box<PrincipalList>),
 }
 
 /// The entries of a principal map, sorted by what they can match.

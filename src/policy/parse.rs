@@ -66,7 +66,7 @@ impl PolicyKind {
 
 struct Ctx<'a> {
     kind: PolicyKind,
-    origin: &'a Origin,
+    origin: &'a Origin<'a>,
     findings: &'a mut Findings,
     errors: usize,
 }
@@ -174,7 +174,7 @@ pub fn parse_policy(
     };
     check_duplicate_keys(&mut cx, &root, node);
 
-    let size = compact_len(node);
+    let size = node.compact_len as usize;
     if size > kind.size_limit() {
         cx.error(
             "POLICY_SIZE_EXCEEDED",
@@ -245,6 +245,8 @@ pub fn parse_policy(
     }
     let variables = version == Version::V2012_10_17;
 
+    // Sized exactly (below): a policy's statements and their lists live as
+    // long as the snapshot, and a Vec grown by pushing keeps room for four.
     let mut statements = Vec::new();
     match statement_node {
         None => cx.error(
@@ -276,6 +278,7 @@ pub fn parse_policy(
                 }
             };
             let mut sids: HashSet<String> = HashSet::new();
+            statements.reserve_exact(items.len());
             for (path, item) in items {
                 if let Some(s) = parse_statement(&mut cx, &path, item, variables) {
                     if let Some(sid) = &s.sid {
@@ -304,10 +307,12 @@ pub fn parse_policy(
             }
         }
     }
+    let statements_listed = matches!(statement_node.map(|n| &n.value), Some(Value::Array(_)));
     (cx.errors == 0).then_some(Policy {
         version,
         id,
         statements,
+        statements_listed,
         size,
     })
 }
@@ -318,44 +323,6 @@ fn contains_variable_syntax(node: &Node) -> bool {
         Value::Array(items) => items.iter().any(contains_variable_syntax),
         Value::Object(members) => members.iter().any(|m| contains_variable_syntax(&m.value)),
         _ => false,
-    }
-}
-
-/// The document's length without white space outside strings, as IAM counts it.
-pub fn compact_len(node: &Node) -> usize {
-    match &node.value {
-        Value::Null => 4,
-        Value::Bool(b) => {
-            if *b {
-                4
-            } else {
-                5
-            }
-        }
-        Value::Number(n) => n.len(),
-        // Most strings are ASCII without a space or control byte: a count
-        // the compiler vectorises tells those apart from the rest.
-        Value::String(s)
-            if s.bytes()
-                .fold(0u32, |n, b| n | u32::from(b <= b' ' || b >= 0x80))
-                == 0 =>
-        {
-            s.len() + 2
-        }
-        Value::String(s) if s.is_ascii() => {
-            s.bytes().filter(|b| !b.is_ascii_whitespace()).count() + 2
-        }
-        Value::String(s) => s.chars().filter(|c| !c.is_whitespace()).count() + 2,
-        Value::Array(items) => {
-            2 + items.len().saturating_sub(1) + items.iter().map(compact_len).sum::<usize>()
-        }
-        Value::Object(members) => {
-            2 + members.len().saturating_sub(1)
-                + members
-                    .iter()
-                    .map(|m| m.key.len() + 3 + compact_len(&m.value))
-                    .sum::<usize>()
-        }
     }
 }
 
@@ -552,7 +519,7 @@ fn parse_statement(
         action,
         resource,
         condition,
-        location: cx.origin.location(path, node.pos),
+        location: cx.origin.statement_location(node.pos),
     };
     statement_warnings(cx, path, node, &statement);
     Some(statement)
@@ -727,7 +694,7 @@ fn parse_principal(
             if everyone {
                 PrincipalSpec::Everyone
             } else {
-                PrincipalSpec::Listed(list)
+                PrincipalSpec::Listed(Box::new(list))
             }
         }
         other => {
@@ -816,8 +783,9 @@ fn parse_action(cx: &mut Ctx<'_>, path: &JsonPath, node: &Node) -> Option<Action
         }
     };
     let apath = path.key(key);
-    let mut patterns = Vec::new();
-    for (vpath, vnode, v) in string_list(cx, &apath, anode, key) {
+    let values = string_list(cx, &apath, anode, key);
+    let mut patterns = Vec::with_capacity(values.len());
+    for (vpath, vnode, v) in values {
         if v != "*" {
             let Some((service, name)) = v.split_once(':') else {
                 cx.error(
@@ -925,8 +893,9 @@ fn parse_resource(
             "\"Allow\" with `NotResource` grants every resource not listed, including ones created later",
         );
     }
-    let mut patterns = Vec::new();
-    for (vpath, vnode, v) in string_list(cx, &rpath, rnode, key) {
+    let values = string_list(cx, &rpath, rnode, key);
+    let mut patterns = Vec::with_capacity(values.len());
+    for (vpath, vnode, v) in values {
         match ArnPattern::parse(v, variables) {
             Ok(p) => {
                 if let Some(arn) = p.as_literal().and_then(|s| Arn::parse(s).ok()) {
@@ -1018,7 +987,10 @@ fn parse_condition(
         return Condition::default();
     };
     check_duplicate_keys(cx, path, node);
-    let mut clauses = Vec::new();
+    let keys = ops
+        .iter()
+        .map(|op| op.value.members().map_or(0, <[_]>::len));
+    let mut clauses = Vec::with_capacity(keys.sum());
     for op_member in ops {
         let opath = path.key(&op_member.key);
         let operator = match Operator::parse(&op_member.key) {

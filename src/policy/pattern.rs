@@ -107,8 +107,8 @@ impl Pattern {
     pub fn parse(source: &str, syntax: Syntax) -> Result<Self, PatternError> {
         // Most patterns are plain text, or text and one trailing `*`: skip
         // the general parser for them (it matters when loading large stores).
-        let special = |c: char| c == '$' || (syntax.wildcards && (c == '*' || c == '?'));
-        let plain = |s: &str| !s.contains(special);
+        let special = |c: u8| c == b'$' || (syntax.wildcards && (c == b'*' || c == b'?'));
+        let plain = |s: &str| !s.bytes().any(special);
         if plain(source) {
             return Ok(Pattern {
                 text: source.into(),
@@ -529,9 +529,8 @@ impl ArnPattern {
             Some(b) => (b, true),
             None => (source, false),
         };
-        if !body.contains(['*', '?', '$']) {
-            let parts: Vec<&str> = body.splitn(6, ':').collect();
-            if let ["arn", partition, service, _, _, resource] = parts.as_slice() {
+        if !body.bytes().any(|b| matches!(b, b'*' | b'?' | b'$')) {
+            if let Some(["arn", partition, service, _, _, resource]) = super::arn::split_arn(body) {
                 if !partition.is_empty() && !service.is_empty() && (prefix || !resource.is_empty())
                 {
                     return Ok(ArnPattern {

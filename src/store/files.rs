@@ -23,7 +23,7 @@ pub(super) struct Builder {
 
 /// One file's reading context.
 struct FileCx<'a> {
-    origin: Origin,
+    origin: Origin<'static>,
     findings: &'a mut Findings,
 }
 
@@ -135,8 +135,10 @@ impl FileCx<'_> {
     }
 
     fn named_policies(&mut self, obj: &Node, path: &JsonPath, key: &str) -> Vec<NamedPolicy> {
-        let mut out = Vec::new();
-        for (ipath, item) in self.array(obj, path, key) {
+        let items = self.array(obj, path, key);
+        // Sized once: most lists hold one or two, and a Vec grows to four.
+        let mut out = Vec::with_capacity(items.len());
+        for (ipath, item) in items {
             let name = self.string(item, &ipath, "PolicyName");
             let Some(doc) = item.get("PolicyDocument") else {
                 self.error("MISSING_FIELD", &ipath, item, "`PolicyDocument` is missing");
@@ -157,8 +159,10 @@ impl FileCx<'_> {
     }
 
     fn attached(&mut self, obj: &Node, path: &JsonPath) -> Vec<String> {
-        let mut out = Vec::new();
-        for (ipath, item) in self.array(obj, path, "AttachedManagedPolicies") {
+        let items = self.array(obj, path, "AttachedManagedPolicies");
+        // Sized once: most lists hold one or two, and a Vec grows to four.
+        let mut out = Vec::with_capacity(items.len());
+        for (ipath, item) in items {
             if let Some(arn) = self.string(item, &ipath, "PolicyArn") {
                 out.push(arn.to_owned());
             }
@@ -174,8 +178,10 @@ impl FileCx<'_> {
     }
 
     fn tags(&mut self, obj: &Node, path: &JsonPath) -> Vec<(String, String)> {
-        let mut out = Vec::new();
-        for (ipath, item) in self.array(obj, path, "Tags") {
+        let items = self.array(obj, path, "Tags");
+        // Sized once: most lists hold one or two, and a Vec grows to four.
+        let mut out = Vec::with_capacity(items.len());
+        for (ipath, item) in items {
             if let (Some(k), Some(v)) = (
                 self.string(item, &ipath, "Key"),
                 self.string(item, &ipath, "Value"),
@@ -272,6 +278,13 @@ impl Builder {
         self.store.files.extend(files);
     }
 
+    /// Notes an account the store knows (without a copy when it is known already).
+    fn add_account(&mut self, account: &str) {
+        if !self.store.accounts.contains(account) {
+            self.store.accounts.insert(account.to_owned());
+        }
+    }
+
     pub(super) fn add_file(&mut self, rel: &str, text: &str, findings: &mut Findings) {
         self.store.files.push(rel.to_owned());
         let root = match json::parse(text) {
@@ -335,7 +348,7 @@ impl Builder {
         };
         let hint = account_hint.as_deref();
         if let Some(a) = hint {
-            self.store.accounts.insert(a.to_owned());
+            self.add_account(a);
         }
 
         for (path, item) in cx.array(root, &top, "Policies") {
@@ -411,7 +424,7 @@ impl Builder {
                 name,
                 groups,
             };
-            self.store.accounts.insert(user.account.clone());
+            self.add_account(&user.account);
             self.store.users.push(user);
         }
 
@@ -430,7 +443,7 @@ impl Builder {
                 account,
                 name,
             };
-            self.store.accounts.insert(group.account.clone());
+            self.add_account(&group.account);
             self.store.groups.push(group);
         }
 
@@ -473,7 +486,7 @@ impl Builder {
                 account,
                 name,
             };
-            self.store.accounts.insert(role.account.clone());
+            self.add_account(&role.account);
             self.store.roles.push(role);
         }
     }
@@ -506,9 +519,6 @@ impl Builder {
                 .iter()
                 .flat_map(|s| s.resource.iter().flat_map(|r| r.patterns.iter()))
         };
-        let named: BTreeSet<String> = patterns().map(|p| p.source().into_owned()).collect();
-        // Only literal ARNs can say which resource the policy is on.
-        let literals: Option<BTreeSet<&str>> = patterns().map(|p| p.as_literal()).collect();
         let resource_arn = match declared {
             Some(arn) => {
                 if let Err(e) = Arn::parse(&arn) {
@@ -520,15 +530,28 @@ impl Builder {
                     );
                     return;
                 }
-                for s in &policy.statements {
+                for (i, s) in policy.statements.iter().enumerate() {
                     if let Some(r) = &s.resource {
                         if !r.matches(&arn, &crate::policy::pattern::NoVars)
                             && !r.patterns.iter().any(|p| p.has_variables())
                         {
+                            let ppath = top.key("Policy");
+                            let spath = if policy.statements_listed {
+                                ppath.key_index("Statement", i)
+                            } else {
+                                ppath.key("Statement")
+                            };
+                            let mut path = String::new();
+                            spath.write_to(&mut path);
                             cx.findings.push(
                                 FindingType::Warning,
                                 "RESOURCE_MISMATCH",
-                                s.location.clone(),
+                                Location {
+                                    file: s.location.file.clone(),
+                                    path,
+                                    line: s.location.line,
+                                    column: s.location.column,
+                                },
                                 format!("the statement's Resource does not cover `{arn}`, the resource this policy is attached to, so it never applies"),
                             );
                         }
@@ -537,6 +560,8 @@ impl Builder {
                 arn
             }
             None => {
+                // Only literal ARNs can say which resource the policy is on.
+                let literals: Option<BTreeSet<&str>> = patterns().map(|p| p.as_literal()).collect();
                 let single = literals
                     .filter(|l| l.len() == 1)
                     .and_then(|l| l.into_iter().next())
@@ -544,6 +569,8 @@ impl Builder {
                 match single {
                     Some(r) => r.to_owned(),
                     None => {
+                        let named: BTreeSet<String> =
+                            patterns().map(|p| p.source().into_owned()).collect();
                         cx.error(
                             "AMBIGUOUS_RESOURCE",
                             &top.key("Policy"),
@@ -559,6 +586,13 @@ impl Builder {
                 }
             }
         };
+        if let Some(account) = Arn::parse(&resource_arn)
+            .ok()
+            .map(|arn| arn.account)
+            .filter(|a| is_account_id(a))
+        {
+            self.add_account(account);
+        }
         self.store.resource_policies.push(ResourcePolicy {
             resource_arn,
             revision_id,
@@ -609,127 +643,29 @@ impl Builder {
     }
 
     /// Checks across files, then hands over the store.
-    pub(super) fn finish(mut self, findings: &mut Findings) -> Store {
-        let s = &mut self.store;
-        let managed: FxHashSet<&str> = s.managed.iter().map(|m| m.arn.as_str()).collect();
-
-        // Borrowed keys and locations: a million-entity store must not copy
-        // every ARN and location to find the rare duplicate.
-        let mut dup =
-            |what: &str, key: &dyn std::fmt::Display, first: &Location, loc: &Location| {
-                findings.push(
-                    FindingType::Error,
-                    "DUPLICATE_ENTITY",
-                    loc.clone(),
-                    format!("{what} `{key}` is defined twice (first at {first})"),
-                );
-            };
-        let mut seen: FxHashMap<&str, &Location> = FxHashMap::default();
-        let entities = (s.users.iter().map(|u| ("user", &u.arn, &u.location)))
-            .chain(s.groups.iter().map(|g| ("group", &g.arn, &g.location)))
-            .chain(s.roles.iter().map(|r| ("role", &r.arn, &r.location)))
-            .chain(
-                s.managed
-                    .iter()
-                    .map(|m| ("managed policy", &m.arn, &m.location)),
-            )
-            .chain(
-                s.resource_policies
-                    .iter()
-                    .map(|r| ("the resource policy of", &r.resource_arn, &r.location)),
-            );
-        for (what, arn, loc) in entities {
-            match seen.entry(arn) {
-                Entry::Occupied(first) => dup(what, arn, first.get(), loc),
-                Entry::Vacant(slot) => {
-                    slot.insert(loc);
-                }
-            }
-        }
-        // IAM names are unique per account, ignoring case.
-        let mut names: FxHashMap<(&str, &str, Cow<'_, str>), &Location> = FxHashMap::default();
-        for (kind, account, name, loc) in s
-            .users
-            .iter()
-            .map(|u| ("user", &u.account, &u.name, &u.location))
-            .chain(
-                s.roles
-                    .iter()
-                    .map(|r| ("role", &r.account, &r.name, &r.location)),
-            )
-            .chain(
-                s.groups
-                    .iter()
-                    .map(|g| ("group", &g.account, &g.name, &g.location)),
-            )
-        {
-            let folded = if !name.is_ascii() || name.bytes().any(|b| b.is_ascii_uppercase()) {
-                Cow::Owned(name.to_lowercase())
-            } else {
-                Cow::Borrowed(name.as_str())
-            };
-            match names.entry((kind, account.as_str(), folded)) {
-                Entry::Occupied(first) => {
-                    let key = &first.key().2;
-                    dup(
-                        kind,
-                        &format_args!("{kind}:{account}:{key}"),
-                        first.get(),
-                        loc,
-                    );
-                }
-                Entry::Vacant(slot) => {
-                    slot.insert(loc);
-                }
-            }
-        }
-
-        let mut missing = |arn: &str, kind: &str, name: &str, loc: &Location| {
-            if !managed.contains(arn) {
-                findings.push(
-                    FindingType::Error,
-                    "UNKNOWN_MANAGED_POLICY",
-                    loc.clone(),
-                    format!(
-                        "{kind} `{name}` refers to managed policy `{arn}`, which no store file defines"
-                    ),
-                );
-            }
-        };
-        for u in &s.users {
-            for a in u.attached.iter().chain(u.boundary.iter()) {
-                missing(a, "user", &u.name, &u.location);
-            }
-        }
-        for g in &s.groups {
-            for a in &g.attached {
-                missing(a, "group", &g.name, &g.location);
-            }
-        }
-        for r in &s.roles {
-            for a in r.attached.iter().chain(r.boundary.iter()) {
-                missing(a, "role", &r.name, &r.location);
-            }
-        }
-        let group_names: FxHashSet<(&str, &str)> = s
-            .groups
-            .iter()
-            .map(|g| (g.account.as_str(), g.name.as_str()))
-            .collect();
-        for u in &s.users {
-            for g in &u.groups {
-                if !group_names.contains(&(u.account.as_str(), g.as_str())) {
-                    findings.push(
-                        FindingType::Error,
-                        "UNKNOWN_GROUP",
-                        u.location.clone(),
-                        format!(
-                            "user `{}` is in group `{g}`, which no store file defines",
-                            u.name
-                        ),
-                    );
-                }
-            }
+    pub(super) fn finish(self, findings: &mut Findings) -> Store {
+        let s = &self.store;
+        // The two checks need only shared access and each walks a million
+        // entities through its own hash maps: run them side by side.
+        let (duplicates, references) = std::thread::scope(|scope| {
+            let references = scope.spawn(|| reference_checks(s));
+            (duplicate_checks(s), references.join())
+        });
+        findings.extend(duplicates);
+        match references {
+            Ok(f) => findings.extend(f),
+            // Fail closed: a check that did not finish rejects the store.
+            Err(_) => findings.push(
+                FindingType::Error,
+                "INTERNAL_ERROR",
+                Location {
+                    file: ".".into(),
+                    path: "$".into(),
+                    line: 1,
+                    column: 1,
+                },
+                "the check of managed policy and group references failed unexpectedly; the store is rejected",
+            ),
         }
         let aggregate = |kind: &str,
                          name: &str,
@@ -756,13 +692,147 @@ impl Builder {
         for r in &s.roles {
             aggregate("role", &r.name, &r.inline, &r.location, findings);
         }
-        for r in &s.resource_policies {
-            if let Ok(arn) = Arn::parse(&r.resource_arn) {
-                if is_account_id(arn.account) {
-                    s.accounts.insert(arn.account.to_owned());
-                }
-            }
-        }
         self.store
     }
+}
+
+/// Each entity defined once: by ARN, and by kind, account and case-folded name.
+fn duplicate_checks(s: &Store) -> Findings {
+    let mut findings = Findings::new();
+    // Borrowed keys and locations: a million-entity store must not copy
+    // every ARN and location to find the rare duplicate.
+    let mut dup = |what: &str, key: &dyn std::fmt::Display, first: &Location, loc: &Location| {
+        findings.push(
+            FindingType::Error,
+            "DUPLICATE_ENTITY",
+            loc.clone(),
+            format!("{what} `{key}` is defined twice (first at {first})"),
+        );
+    };
+    let mut seen: FxHashMap<&str, &Location> = FxHashMap::with_capacity_and_hasher(
+        s.users.len()
+            + s.groups.len()
+            + s.roles.len()
+            + s.managed.len()
+            + s.resource_policies.len(),
+        Default::default(),
+    );
+    let entities = (s.users.iter().map(|u| ("user", &u.arn, &u.location)))
+        .chain(s.groups.iter().map(|g| ("group", &g.arn, &g.location)))
+        .chain(s.roles.iter().map(|r| ("role", &r.arn, &r.location)))
+        .chain(
+            s.managed
+                .iter()
+                .map(|m| ("managed policy", &m.arn, &m.location)),
+        )
+        .chain(
+            s.resource_policies
+                .iter()
+                .map(|r| ("the resource policy of", &r.resource_arn, &r.location)),
+        );
+    for (what, arn, loc) in entities {
+        match seen.entry(arn) {
+            Entry::Occupied(first) => dup(what, arn, first.get(), loc),
+            Entry::Vacant(slot) => {
+                slot.insert(loc);
+            }
+        }
+    }
+    // IAM names are unique per account, ignoring case.
+    let mut names: FxHashMap<(&str, &str, Cow<'_, str>), &Location> =
+        FxHashMap::with_capacity_and_hasher(
+            s.users.len() + s.roles.len() + s.groups.len(),
+            Default::default(),
+        );
+    for (kind, account, name, loc) in s
+        .users
+        .iter()
+        .map(|u| ("user", &u.account, &u.name, &u.location))
+        .chain(
+            s.roles
+                .iter()
+                .map(|r| ("role", &r.account, &r.name, &r.location)),
+        )
+        .chain(
+            s.groups
+                .iter()
+                .map(|g| ("group", &g.account, &g.name, &g.location)),
+        )
+    {
+        let folded = if !name.is_ascii() || name.bytes().any(|b| b.is_ascii_uppercase()) {
+            Cow::Owned(name.to_lowercase())
+        } else {
+            Cow::Borrowed(name.as_str())
+        };
+        match names.entry((kind, account.as_str(), folded)) {
+            Entry::Occupied(first) => {
+                let key = &first.key().2;
+                dup(
+                    kind,
+                    &format_args!("{kind}:{account}:{key}"),
+                    first.get(),
+                    loc,
+                );
+            }
+            Entry::Vacant(slot) => {
+                slot.insert(loc);
+            }
+        }
+    }
+    findings
+}
+
+/// Attached managed policies, boundaries and group memberships name
+/// entities the store defines.
+fn reference_checks(s: &Store) -> Findings {
+    let mut findings = Findings::new();
+    let managed: FxHashSet<&str> = s.managed.iter().map(|m| m.arn.as_str()).collect();
+    let mut missing = |arn: &str, kind: &str, name: &str, loc: &Location| {
+        if !managed.contains(arn) {
+            findings.push(
+                FindingType::Error,
+                "UNKNOWN_MANAGED_POLICY",
+                loc.clone(),
+                format!(
+                    "{kind} `{name}` refers to managed policy `{arn}`, which no store file defines"
+                ),
+            );
+        }
+    };
+    for u in &s.users {
+        for a in u.attached.iter().chain(u.boundary.iter()) {
+            missing(a, "user", &u.name, &u.location);
+        }
+    }
+    for g in &s.groups {
+        for a in &g.attached {
+            missing(a, "group", &g.name, &g.location);
+        }
+    }
+    for r in &s.roles {
+        for a in r.attached.iter().chain(r.boundary.iter()) {
+            missing(a, "role", &r.name, &r.location);
+        }
+    }
+    let group_names: FxHashSet<(&str, &str)> = s
+        .groups
+        .iter()
+        .map(|g| (g.account.as_str(), g.name.as_str()))
+        .collect();
+    for u in &s.users {
+        for g in &u.groups {
+            if !group_names.contains(&(u.account.as_str(), g.as_str())) {
+                findings.push(
+                    FindingType::Error,
+                    "UNKNOWN_GROUP",
+                    u.location.clone(),
+                    format!(
+                        "user `{}` is in group `{g}`, which no store file defines",
+                        u.name
+                    ),
+                );
+            }
+        }
+    }
+    findings
 }

@@ -13,8 +13,9 @@ use std::collections::BTreeSet;
 use std::fs;
 use std::io::Read;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 
-use rustc_hash::FxHashSet;
+use rustc_hash::{FxHashMap, FxHashSet};
 
 use crate::finding::{FindingType, Findings, Location};
 use crate::policy::Policy;
@@ -206,16 +207,16 @@ pub fn load(dir: &Path) -> Result<Loaded, LoadError> {
 /// (`iamd validate` lists them all).
 pub fn load_with_findings(dir: &Path) -> Result<(Option<Store>, Findings), LoadError> {
     let paths = list_files(dir)?;
-    let parts = in_parallel(&paths, |buf: &mut Vec<u8>, path| {
-        let rel = path
-            .strip_prefix(dir)
+    let relative = |path: &Path| {
+        path.strip_prefix(dir)
             .unwrap_or(path)
             .to_string_lossy()
-            .into_owned();
-        let mut findings = Findings::new();
-        let mut part = files::Builder::default();
+            .into_owned()
+    };
+    let parts = in_parallel(&paths, |buf: &mut Vec<u8>, part: &mut Part, path| {
+        let rel = relative(path);
         match read_file(path, buf) {
-            Ok(text) => part.add_file(&rel, text, &mut findings),
+            Ok(text) => part.0.add_file(&rel, text, &mut part.1),
             Err(msg) => {
                 let loc = Location {
                     file: rel.into(),
@@ -223,61 +224,103 @@ pub fn load_with_findings(dir: &Path) -> Result<(Option<Store>, Findings), LoadE
                     line: 1,
                     column: 1,
                 };
-                findings.push(FindingType::Error, "UNREADABLE_FILE", loc, msg);
+                part.1.push(FindingType::Error, "UNREADABLE_FILE", loc, msg);
             }
         }
-        (part, findings)
     });
-    Ok(merge(parts))
+    Ok(merge(parts, |i| paths.get(i).map(|p| relative(p))))
 }
+
+/// What the files of one chunk add to the store, and their findings.
+type Part = (files::Builder, Findings);
+
+/// Files per chunk: enough that per-chunk state is a small overhead, few
+/// enough that two threads stay balanced when file sizes vary.
+const CHUNK: usize = 16;
 
 /// Reads files on every core: files are independent until the cross-file
-/// checks, and parsing dominates load time for large stores. Each thread
-/// keeps its own scratch state `S` (a read buffer) across its items.
-fn in_parallel<T: Sync, S: Default, R: Send>(
+/// checks, and parsing dominates load time for large stores. Threads take
+/// chunks of consecutive items in turn and fold each chunk into one `A`;
+/// each thread keeps its own scratch state `S` (a read buffer).
+///
+/// Returns one accumulator per chunk, in item order (so findings and the
+/// store do not depend on scheduling), `None` where a thread failed.
+fn in_parallel<T: Sync, S: Default, A: Default + Send>(
     items: &[T],
-    work: impl Fn(&mut S, &T) -> R + Sync,
-) -> Vec<R> {
+    work: impl Fn(&mut S, &mut A, &T) + Sync,
+) -> Vec<Option<A>> {
+    let chunks = items.len().div_ceil(CHUNK);
     let threads = std::thread::available_parallelism()
         .map_or(1, |n| n.get())
-        .clamp(1, 8);
-    if threads == 1 || items.len() < 2 {
+        .clamp(1, 8)
+        .min(chunks.max(1));
+    let next = AtomicUsize::new(0);
+    let run = || {
         let mut scratch = S::default();
-        return items.iter().map(|item| work(&mut scratch, item)).collect();
+        let mut done = Vec::new();
+        loop {
+            let c = next.fetch_add(1, Ordering::Relaxed);
+            let Some(chunk) = items.chunks(CHUNK).nth(c) else {
+                return done;
+            };
+            let mut acc = A::default();
+            for item in chunk {
+                work(&mut scratch, &mut acc, item);
+            }
+            done.push((c, acc));
+        }
+    };
+    let done: Vec<Vec<(usize, A)>> = if threads == 1 {
+        vec![run()]
+    } else {
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..threads).map(|_| scope.spawn(run)).collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().unwrap_or_default())
+                .collect()
+        })
+    };
+    let mut out: Vec<Option<A>> = (0..chunks).map(|_| None).collect();
+    for (c, acc) in done.into_iter().flatten() {
+        if let Some(slot) = out.get_mut(c) {
+            *slot = Some(acc);
+        }
     }
-    let mut results: Vec<(usize, R)> = std::thread::scope(|scope| {
-        let handles: Vec<_> = (0..threads)
-            .map(|t| {
-                let work = &work;
-                scope.spawn(move || {
-                    let mut scratch = S::default();
-                    items
-                        .iter()
-                        .enumerate()
-                        .skip(t)
-                        .step_by(threads)
-                        .map(|(i, item)| (i, work(&mut scratch, item)))
-                        .collect::<Vec<_>>()
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .flat_map(|h| h.join().unwrap_or_default())
-            .collect()
-    });
-    // Merge in file order, so findings and the store do not depend on scheduling.
-    results.sort_by_key(|(i, _)| *i);
-    results.into_iter().map(|(_, r)| r).collect()
+    out
 }
 
-fn merge(parts: Vec<(files::Builder, Findings)>) -> (Option<Store>, Findings) {
+/// Joins the chunks in order and runs the cross-file checks. A missing
+/// chunk (its thread failed) rejects the store: fail closed, never load
+/// a store with files silently left out. `name(i)` names item `i`.
+fn merge(
+    parts: Vec<Option<Part>>,
+    name: impl Fn(usize) -> Option<String>,
+) -> (Option<Store>, Findings) {
     let mut findings = Findings::new();
     let mut builder = files::Builder::default();
-    builder.reserve_for(parts.iter().map(|(part, _)| part));
-    for (part, f) in parts {
-        builder.absorb(part);
-        findings.extend(f);
+    builder.reserve_for(parts.iter().flatten().map(|(part, _)| part));
+    for (c, part) in parts.into_iter().enumerate() {
+        match part {
+            Some((part, f)) => {
+                builder.absorb(part);
+                findings.extend(f);
+            }
+            None => {
+                let loc = Location {
+                    file: name(c * CHUNK).unwrap_or_default().into(),
+                    path: "$".into(),
+                    line: 1,
+                    column: 1,
+                };
+                findings.push(
+                    FindingType::Error,
+                    "INTERNAL_ERROR",
+                    loc,
+                    format!("reading this file and up to {} after it failed unexpectedly; the store is rejected", CHUNK - 1),
+                );
+            }
+        }
     }
     let store = builder.finish(&mut findings);
     ((!findings.has_errors()).then_some(store), findings)
@@ -289,12 +332,10 @@ pub fn from_texts<'a>(
     files: impl IntoIterator<Item = (&'a str, &'a str)>,
 ) -> (Option<Store>, Findings) {
     let files: Vec<(&str, &str)> = files.into_iter().collect();
-    merge(in_parallel(&files, |_: &mut (), (name, text)| {
-        let mut findings = Findings::new();
-        let mut part = files::Builder::default();
-        part.add_file(name, text, &mut findings);
-        (part, findings)
-    }))
+    let parts = in_parallel(&files, |_: &mut (), part: &mut Part, (name, text)| {
+        part.0.add_file(name, text, &mut part.1);
+    });
+    merge(parts, |i| files.get(i).map(|(name, _)| (*name).to_owned()))
 }
 
 /// Reads a store file into `buf` (reused across files: one open and one
@@ -318,37 +359,65 @@ fn read_file<'b>(path: &Path, buf: &'b mut Vec<u8>) -> Result<&'b str, String> {
 /// Every `*.json` file below `dir`, in a stable depth-first order (names
 /// sorted within each folder), each real file once.
 fn list_files(dir: &Path) -> Result<Vec<PathBuf>, LoadError> {
-    let mut out = Vec::new();
-    let mut seen_files = FxHashSet::default();
+    let mut found = Vec::new();
     let mut seen_dirs = FxHashSet::default();
-    walk(dir, &mut out, &mut seen_files, &mut seen_dirs)?;
+    walk(dir, &mut found, &mut seen_dirs)?;
+    // Each folder is walked once (by its real path), so plain files are
+    // distinct; only a linked file can be a second path to one of them.
+    if found.iter().all(|(_, link)| link.is_none()) {
+        return Ok(found.into_iter().map(|(path, _)| path).collect());
+    }
+    let mut real_dirs: FxHashMap<PathBuf, PathBuf> = FxHashMap::default();
+    let mut seen_files = FxHashSet::default();
+    let mut out = Vec::with_capacity(found.len());
+    for (path, link) in found {
+        let real = match link {
+            Some(real) => real,
+            None => match (path.parent(), path.file_name()) {
+                (Some(parent), Some(name)) => real_dirs
+                    .entry(parent.to_owned())
+                    .or_insert_with(|| {
+                        fs::canonicalize(parent).unwrap_or_else(|_| parent.to_owned())
+                    })
+                    .join(name),
+                _ => path.clone(),
+            },
+        };
+        // The first visible path to a real file wins; never load it twice.
+        if seen_files.insert(real) {
+            out.push(path);
+        }
+    }
     Ok(out)
 }
 
+/// Lists `dir` into `found`: each `*.json` file with, when it is reached
+/// through a link, its real path.
 fn walk(
     dir: &Path,
-    out: &mut Vec<PathBuf>,
-    seen_files: &mut FxHashSet<PathBuf>,
+    found: &mut Vec<(PathBuf, Option<PathBuf>)>,
     seen_dirs: &mut FxHashSet<PathBuf>,
 ) -> Result<(), LoadError> {
     let canonical = fs::canonicalize(dir).map_err(|source| LoadError::Dir {
         path: dir.to_owned(),
         source,
     })?;
-    if !seen_dirs.insert(canonical.clone()) {
+    if !seen_dirs.insert(canonical) {
         return Ok(()); // a symlink loop or a second link to the same folder
     }
     let entries = fs::read_dir(dir).map_err(|source| LoadError::Dir {
         path: dir.to_owned(),
         source,
     })?;
-    let mut entries: Vec<_> = entries.filter_map(Result::ok).collect();
-    entries.sort_by_key(|e| e.file_name());
-    for entry in entries {
-        let name = entry.file_name();
-        if name.to_string_lossy().starts_with('.') {
-            continue;
-        }
+    // Each name fetched once: sorting by `DirEntry::file_name` would copy
+    // two names per comparison, and a folder may hold thousands of files.
+    let mut entries: Vec<_> = entries
+        .filter_map(Result::ok)
+        .map(|e| (e.file_name(), e))
+        .filter(|(name, _)| !name.as_encoded_bytes().starts_with(b"."))
+        .collect();
+    entries.sort_unstable_by(|(a, _), (b, _)| a.cmp(b));
+    for (_, entry) in entries {
         let path = entry.path();
         // The entry's type comes with the directory listing; only links
         // need a `stat` (ConfigMap mounts are links into `..data`).
@@ -363,19 +432,10 @@ fn walk(
             }
         }
         if kind.is_dir() {
-            walk(&path, out, seen_files, seen_dirs)?;
+            walk(&path, found, seen_dirs)?;
         } else if kind.is_file() && path.extension().is_some_and(|e| e == "json") {
-            // A plain file's real path is its real folder's plus its name;
-            // only links need resolving.
-            let real = if is_link {
-                fs::canonicalize(&path).unwrap_or_else(|_| path.clone())
-            } else {
-                canonical.join(&name)
-            };
-            // The first visible path to a real file wins; never load it twice.
-            if seen_files.insert(real) {
-                out.push(path);
-            }
+            let real = is_link.then(|| fs::canonicalize(&path).unwrap_or_else(|_| path.clone()));
+            found.push((path, real));
         }
     }
     Ok(())
@@ -507,5 +567,104 @@ mod tests {
                 "{dups:?}"
             );
         }
+    }
+
+    #[test]
+    fn files_keep_their_order_across_chunks_and_threads() {
+        // More files than several chunks, of uneven sizes, so threads finish
+        // chunks out of order: the store still lists them in name order.
+        let dir = tempfile::tempdir().unwrap();
+        let mut names = Vec::new();
+        for i in 0..(5 * CHUNK + 3) {
+            let name = format!("f{i:03}.json");
+            let pad = " ".repeat(if i % 7 == 0 { 200_000 } else { 0 });
+            fs::write(
+                dir.path().join(&name),
+                format!("{{\"ServiceControlPolicies\": []{pad}}}"),
+            )
+            .unwrap();
+            names.push(name);
+        }
+        let loaded = load(dir.path()).unwrap();
+        assert_eq!(loaded.store.files, names);
+    }
+
+    #[test]
+    fn a_chunk_whose_thread_fails_rejects_the_store() {
+        // Fail closed: a worker that dies must not leave its files silently out.
+        let items: Vec<usize> = (0..(3 * CHUNK)).collect();
+        let parts = in_parallel(&items, |_: &mut (), acc: &mut Vec<usize>, &i| {
+            if i == CHUNK + 2 {
+                panic!("worker fails on item {i}");
+            }
+            acc.push(i);
+        });
+        assert_eq!(parts.len(), 3);
+        assert!(parts.iter().any(Option::is_none), "{parts:?}");
+        for part in parts.iter().flatten() {
+            let first = part[0];
+            assert_eq!(part, &(first..first + CHUNK).collect::<Vec<_>>());
+        }
+
+        let failed: Vec<Option<Part>> = vec![Some(Part::default()), None];
+        let (store, findings) = merge(failed, |i| Some(format!("file-{i}.json")));
+        assert!(store.is_none());
+        let f = findings.errors().next().unwrap();
+        assert_eq!(f.issue_code, "INTERNAL_ERROR");
+        assert_eq!(&*f.location.file, format!("file-{CHUNK}.json"));
+    }
+
+    #[test]
+    fn resource_mismatch_names_the_statement_path() {
+        let statement = r#"{"Effect": "Allow", "Principal": {"Service": "s3.amazonaws.com"}, "Action": "lambda:InvokeFunction", "Resource": "arn:aws:lambda:us-east-1:111122223333:function:other", "Condition": {"StringEquals": {"AWS:SourceAccount": "111122223333"}}}"#;
+        let arn = |f: &str| format!("arn:aws:lambda:us-east-1:111122223333:function:{f}");
+        let listed = format!(
+            "{{\"ResourceArn\": \"{}\",\n \"Policy\": {{\"Version\": \"2012-10-17\", \"Statement\": [{statement}, {statement}]}}}}",
+            arn("a")
+        );
+        let single = format!(
+            "{{\"ResourceArn\": \"{}\", \"Policy\": {{\"Version\": \"2012-10-17\", \"Statement\": {statement}}}}}",
+            arn("b")
+        );
+        let embedded = format!(
+            "{{\"ResourceArn\": \"{}\",\n\"Policy\": {}}}",
+            arn("c"),
+            serde_json::to_string(&format!(
+                "{{\"Version\": \"2012-10-17\", \"Statement\": [{statement}]}}"
+            ))
+            .unwrap()
+        );
+        let (store, findings) = from_texts([
+            ("listed.json", &*listed),
+            ("single.json", &*single),
+            ("embedded.json", &*embedded),
+        ]);
+        assert!(store.is_some(), "{findings:?}");
+        let got: Vec<String> = findings
+            .iter()
+            .filter(|f| f.issue_code == "RESOURCE_MISMATCH")
+            .map(|f| f.location.to_string())
+            .collect();
+        // Statements written as objects point at themselves; an embedded
+        // document's statements at the string that holds it.
+        let line2 = listed.lines().nth(1).unwrap();
+        assert_eq!(
+            got,
+            [
+                format!(
+                    "listed.json:2:{}: Policy.Statement[0]",
+                    line2.find(statement).unwrap() + 1
+                ),
+                format!(
+                    "listed.json:2:{}: Policy.Statement[1]",
+                    line2.rfind(statement).unwrap() + 1
+                ),
+                format!(
+                    "single.json:1:{}: Policy.Statement",
+                    single.find(statement).unwrap() + 1
+                ),
+                "embedded.json:2:11: Policy.Statement[0]".to_owned(),
+            ]
+        );
     }
 }
