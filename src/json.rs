@@ -107,6 +107,7 @@ pub fn parse(text: &str) -> Result<Node<'_>, JsonError> {
         i: 0,
         line: 1,
         line_start: 0,
+        line_ascii: true,
         col_at: (0, 1),
         items: Vec::new(),
         members: Vec::new(),
@@ -126,6 +127,9 @@ struct Parser<'a> {
     i: usize,
     line: u32,
     line_start: usize,
+    /// Everything from `line_start` to `i` is ASCII, so a column is a byte
+    /// count. Only strings can hold other characters; they clear it.
+    line_ascii: bool,
     /// The last computed (byte offset, column): positions are asked for in
     /// increasing order, so counting characters from there keeps a long
     /// single-line document linear.
@@ -140,6 +144,14 @@ struct Parser<'a> {
 
 impl<'a> Parser<'a> {
     fn pos(&mut self) -> Pos {
+        if self.line_ascii {
+            let column = u32::try_from(self.i - self.line_start + 1).unwrap_or(u32::MAX);
+            self.col_at = (self.i, column);
+            return Pos {
+                line: self.line,
+                column,
+            };
+        }
         let (from, col) = if self.col_at.0 >= self.line_start && self.col_at.0 <= self.i {
             self.col_at
         } else {
@@ -178,6 +190,7 @@ impl<'a> Parser<'a> {
                     self.i += 1;
                     self.line += 1;
                     self.line_start = self.i;
+                    self.line_ascii = true;
                 }
                 b' ' | b'\t' | b'\r' => self.i += 1,
                 _ => break,
@@ -352,12 +365,20 @@ impl<'a> Parser<'a> {
     fn string(&mut self) -> Result<Cow<'a, str>, JsonError> {
         self.i += 1; // opening quote
         let start = self.i;
-        // The common case: no escapes, borrow the text.
+        // The common case: no escapes, borrow the text. memchr finds the
+        // end a vector at a time; a control byte before it is an error.
         let rest = self.src.get(start..).unwrap_or_default();
-        self.i += rest
-            .iter()
-            .position(|&c| c == b'"' || c == b'\\' || c < 0x20)
-            .unwrap_or(rest.len());
+        let end = memchr::memchr2(b'"', b'\\', rest).unwrap_or(rest.len());
+        let run = rest.get(..end).unwrap_or_default();
+        let (control, wide) = run.iter().fold((false, false), |(c, w), &b| {
+            (c | (b < 0x20), w | (b >= 0x80))
+        });
+        self.line_ascii &= !wide;
+        self.i += if control {
+            run.iter().position(|&c| c < 0x20).unwrap_or(end)
+        } else {
+            end
+        };
         if self.peek() == Some(b'"') {
             let s = self.text.get(start..self.i).unwrap_or_default();
             self.i += 1;
@@ -373,7 +394,9 @@ impl<'a> Parser<'a> {
                 }
                 self.i += 1;
             }
-            out.push_str(self.text.get(run_start..self.i).unwrap_or_default());
+            let run = self.text.get(run_start..self.i).unwrap_or_default();
+            self.line_ascii &= run.is_ascii();
+            out.push_str(run);
             match self.peek() {
                 None => return Err(self.error("unterminated string")),
                 Some(b'"') => {
@@ -654,5 +677,24 @@ mod tests {
         // Spot checks by hand: `{"a":[1,true]}` and `"xy"`.
         assert_eq!(parse("{ \"a\": [1, true] }").unwrap().compact_len, 14);
         assert_eq!(parse("\"x y\"").unwrap().compact_len, 4);
+    }
+
+    #[test]
+    fn columns_count_characters_after_wide_ones_and_restart_per_line() {
+        // `é` is two bytes, `😀` four; columns count characters, escaped or not.
+        let n = parse("{\"é\": 1, \"b\": [\"\\u00e9😀\", 2],\n \"c\": 3}").unwrap();
+        assert_eq!(n.get("é").unwrap().pos.column, 7);
+        let b = match &n.get("b").unwrap().value {
+            Value::Array(items) => items.clone(),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!((b[0].pos.line, b[0].pos.column), (1, 16));
+        assert_eq!((b[1].pos.line, b[1].pos.column), (1, 27));
+        // A new line starts ASCII again.
+        let c = n.get("c").unwrap();
+        assert_eq!((c.pos.line, c.pos.column), (2, 7));
+        // An error after a wide character is placed by characters too.
+        let e = parse("[\"ü\", x]").unwrap_err();
+        assert_eq!((e.pos.line, e.pos.column), (1, 7));
     }
 }

@@ -5,8 +5,6 @@
 //! pass goes on so that one run lists every problem. A document with any
 //! ERROR yields no policy.
 
-use std::collections::HashSet;
-
 use super::condition::{Clause, Condition, Operator, SetQualifier};
 use super::pattern::{ArnPattern, Pattern, Syntax};
 use super::{
@@ -277,12 +275,16 @@ pub fn parse_policy(
                     Vec::new()
                 }
             };
-            let mut sids: HashSet<String> = HashSet::new();
             statements.reserve_exact(items.len());
             for (path, item) in items {
                 if let Some(s) = parse_statement(&mut cx, &path, item, variables) {
+                    // Size quotas keep policies to a few dozen statements:
+                    // comparing with the earlier ones beats hashing copies.
                     if let Some(sid) = &s.sid {
-                        if !sids.insert(sid.to_string()) {
+                        if statements
+                            .iter()
+                            .any(|earlier: &Statement| earlier.sid.as_ref() == Some(sid))
+                        {
                             cx.error(
                                 "DUPLICATE_SID",
                                 &path.key("Sid"),
