@@ -541,17 +541,16 @@ impl Builder {
                             } else {
                                 ppath.key("Statement")
                             };
-                            let mut path = String::new();
-                            spath.write_to(&mut path);
+                            // The statement's own line and column, already
+                            // resolved to the string that embeds it, if any.
+                            let at = json::Pos {
+                                line: s.location.line,
+                                column: s.location.column,
+                            };
                             cx.findings.push(
                                 FindingType::Warning,
                                 "RESOURCE_MISMATCH",
-                                Location {
-                                    file: s.location.file.clone(),
-                                    path,
-                                    line: s.location.line,
-                                    column: s.location.column,
-                                },
+                                cx.origin.location(&spath, at),
                                 format!("the statement's Resource does not cover `{arn}`, the resource this policy is attached to, so it never applies"),
                             );
                         }
