@@ -400,14 +400,8 @@ impl Snapshot {
             }
             let permissions = b.index(ids);
             let boundary = boundary_index(&mut b, &u.boundary);
-            let eid = u32::try_from(b.snap.entities.len()).unwrap_or(u32::MAX);
-            b.snap
-                .users
-                .entry(u.account.as_str().into())
-                .or_default()
-                .insert(u.name.as_str().into(), eid);
             // The entity takes the user's strings rather than copies.
-            b.snap.entities.push(Entity {
+            b.add_entity(Entity {
                 kind: EntityKind::User,
                 arn: std::mem::take(&mut u.arn).into_boxed_str(),
                 account: std::mem::take(&mut u.account).into_boxed_str(),
@@ -424,18 +418,12 @@ impl Snapshot {
             ids.extend(attached(&r.attached));
             let permissions = b.index(ids);
             let boundary = boundary_index(&mut b, &r.boundary);
-            let eid = u32::try_from(b.snap.entities.len()).unwrap_or(u32::MAX);
-            b.snap
-                .roles
-                .entry(r.account.as_str().into())
-                .or_default()
-                .insert(r.name.as_str().into(), eid);
             if let Some(trust) = &mut r.trust {
                 let pid = b.add_policy(r.arn.clone(), PolicyType::RoleTrust, trust);
                 let index = b.index(vec![pid]);
                 b.add_resource(&r.arn, index, true);
             }
-            b.snap.entities.push(Entity {
+            b.add_entity(Entity {
                 kind: EntityKind::Role,
                 arn: std::mem::take(&mut r.arn).into_boxed_str(),
                 account: std::mem::take(&mut r.account).into_boxed_str(),
@@ -525,6 +513,20 @@ impl Snapshot {
 }
 
 impl Builder {
+    /// Adds a user or role, found by account and name.
+    fn add_entity(&mut self, entity: Entity) {
+        let eid = u32::try_from(self.snap.entities.len()).unwrap_or(u32::MAX);
+        let by_account = match entity.kind {
+            EntityKind::User => &mut self.snap.users,
+            EntityKind::Role => &mut self.snap.roles,
+        };
+        by_account
+            .entry(entity.account.clone())
+            .or_default()
+            .insert(entity.name.clone(), eid);
+        self.snap.entities.push(entity);
+    }
+
     fn add_resource(&mut self, arn: &str, index: StatementIndex, requires_allow: bool) {
         let id = u32::try_from(self.snap.resources.len()).unwrap_or(u32::MAX);
         self.snap.resources.push(ResourceEntry {
