@@ -98,6 +98,52 @@ pub struct StatementIndex {
 }
 
 impl StatementIndex {
+    /// The same index after its statements and policies moved up by the
+    /// given offsets and its actions were renumbered by `action`.
+    fn renumbered(
+        self,
+        statements: u32,
+        policies: u32,
+        action: &dyn Fn(ActionId) -> ActionId,
+    ) -> StatementIndex {
+        let shift = |ids: Box<[u32]>, by: u32| -> Box<[u32]> {
+            let mut ids = ids;
+            ids.iter_mut().for_each(|id| *id += by);
+            ids
+        };
+        let mut buckets = self.buckets;
+        let mut bucket_items = shift(self.bucket_items, statements);
+        buckets.iter_mut().for_each(|(a, _)| *a = action(*a));
+        // Renumbered actions may fall out of order: sort the buckets again,
+        // carrying their statements along.
+        if !buckets.is_sorted_by_key(|(a, _)| *a) {
+            let mut start = 0;
+            let mut runs: Vec<(ActionId, Vec<StmtId>)> = Vec::with_capacity(buckets.len());
+            for &(a, end) in buckets.iter() {
+                let items = bucket_items
+                    .get(start as usize..end as usize)
+                    .unwrap_or_default();
+                runs.push((a, items.to_vec()));
+                start = end;
+            }
+            runs.sort_by_key(|(a, _)| *a);
+            let mut items = Vec::with_capacity(bucket_items.len());
+            let mut sorted = Vec::with_capacity(runs.len());
+            for (a, run) in runs {
+                items.extend(run);
+                sorted.push((a, u32::try_from(items.len()).unwrap_or(u32::MAX)));
+            }
+            buckets = sorted.into_boxed_slice();
+            bucket_items = items.into_boxed_slice();
+        }
+        StatementIndex {
+            buckets,
+            bucket_items,
+            other: shift(self.other, statements),
+            policies: shift(self.policies, policies),
+        }
+    }
+
     /// Statements that may match `action`: `(known to match the action, id)`.
     pub fn candidates(
         &self,
@@ -189,6 +235,79 @@ struct Builder {
 }
 
 impl Builder {
+    /// An empty builder with room for `statements` and the catalog's actions
+    /// interned first, so builders agree on the ids of known actions.
+    fn new(statements: usize) -> Builder {
+        let mut b = Builder {
+            snap: Snapshot::default(),
+            statement_actions: Vec::with_capacity(statements),
+            literal_actions: Vec::with_capacity(statements),
+            pairs: Vec::new(),
+        };
+        // Sized up front: the arena is the bulk of the snapshot, and growing
+        // it by doubling would copy (and first touch) it again and again.
+        b.snap.statements.reserve_exact(statements);
+        for a in catalog::lambda_actions() {
+            b.intern(&a.name.to_lowercase());
+        }
+        for a in catalog::OTHER_ACTIONS {
+            b.intern(&a.to_lowercase());
+        }
+        b
+    }
+
+    /// Appends what `part` compiled (statements, policies, resources) after
+    /// what this builder holds, renumbering statements, policies and actions.
+    fn append(&mut self, part: Builder) {
+        let Builder {
+            snap,
+            statement_actions,
+            literal_actions,
+            ..
+        } = part;
+        let statements = u32::try_from(self.snap.statements.len()).unwrap_or(u32::MAX);
+        let policies = u32::try_from(self.snap.policies.len()).unwrap_or(u32::MAX);
+        let resources = u32::try_from(self.snap.resources.len()).unwrap_or(u32::MAX);
+        // The part's action ids, as this builder numbers them.
+        let mut actions = vec![0; snap.actions.len()];
+        for (name, id) in snap.actions {
+            if let Some(slot) = actions.get_mut(id as usize) {
+                *slot = self.intern(&name);
+            }
+        }
+        let action = |id: ActionId| actions.get(id as usize).copied().unwrap_or(id);
+
+        let literals = u32::try_from(self.literal_actions.len()).unwrap_or(u32::MAX);
+        self.literal_actions
+            .extend(literal_actions.into_iter().map(action));
+        self.statement_actions.extend(
+            statement_actions
+                .into_iter()
+                .map(|r| r.map(|r| r.start + literals..r.end + literals)),
+        );
+        self.snap
+            .statements
+            .extend(snap.statements.into_iter().map(|mut s| {
+                s.policy += policies;
+                s
+            }));
+        self.snap
+            .policies
+            .extend(snap.policies.into_iter().map(|mut p| {
+                p.statements = p.statements.start + statements..p.statements.end + statements;
+                p
+            }));
+        for mut entry in snap.resources {
+            entry.index = entry.index.renumbered(statements, policies, &action);
+            self.snap.resources.push(entry);
+        }
+        self.snap.resources_by_arn.extend(
+            snap.resources_by_arn
+                .into_iter()
+                .map(|(arn, id)| (arn, id + resources)),
+        );
+    }
+
     fn intern(&mut self, action_lower: &str) -> ActionId {
         if let Some(&id) = self.snap.actions.get(action_lower) {
             return id;
@@ -328,16 +447,7 @@ impl Snapshot {
     /// Compiles a validated store, consuming it: its statements move into
     /// the snapshot rather than being copied.
     pub fn compile_owned(mut store: Store) -> Snapshot {
-        let statements = store.statement_count();
-        let mut b = Builder {
-            snap: Snapshot::default(),
-            statement_actions: Vec::with_capacity(statements),
-            literal_actions: Vec::with_capacity(statements),
-            pairs: Vec::new(),
-        };
-        // Sized up front: the arena is the bulk of the snapshot, and growing
-        // it by doubling would copy (and first touch) it again and again.
-        b.snap.statements.reserve_exact(statements);
+        let mut b = Builder::new(store.statement_count());
         b.snap.policies.reserve_exact(store.policy_count());
         b.snap
             .entities
@@ -345,105 +455,19 @@ impl Snapshot {
         b.snap
             .resources
             .reserve_exact(store.resource_policies.len() + store.roles.len());
-        for a in catalog::lambda_actions() {
-            b.intern(&a.name.to_lowercase());
-        }
-        for a in catalog::OTHER_ACTIONS {
-            b.intern(&a.to_lowercase());
-        }
-
-        let mut managed: FxHashMap<&str, PolicyId> = FxHashMap::default();
-        for m in &mut store.managed {
-            let id = b.add_policy(m.arn.clone(), PolicyType::Managed, &mut m.policy);
-            managed.insert(m.arn.as_str(), id);
-        }
-        let attached = |arns: &[String]| -> Vec<PolicyId> {
-            arns.iter()
-                .filter_map(|a| managed.get(a.as_str()).copied())
-                .collect()
-        };
-        // A boundary is a managed policy evaluated in its own slot.
-        let mut boundaries: FxHashMap<PolicyId, StatementIndex> = FxHashMap::default();
-        let mut boundary_index =
-            |b: &mut Builder, arn: &Option<String>| -> Option<StatementIndex> {
-                let pid = managed.get(arn.as_deref()?).copied()?;
-                Some(
-                    boundaries
-                        .entry(pid)
-                        .or_insert_with(|| b.index(vec![pid]))
-                        .clone(),
-                )
-            };
-
-        // Account, then group name: looked up by borrowed names, per user group.
-        let mut group_policies: FxHashMap<&str, FxHashMap<&str, Vec<PolicyId>>> =
-            FxHashMap::default();
-        for g in &mut store.groups {
-            let mut ids = b.inline(&g.arn, PolicyType::Group, &mut g.inline);
-            ids.extend(attached(&g.attached));
-            group_policies
-                .entry(g.account.as_str())
-                .or_default()
-                .insert(g.name.as_str(), ids);
-        }
-
-        for u in &mut store.users {
-            let mut ids = b.inline(&u.arn, PolicyType::User, &mut u.inline);
-            ids.extend(attached(&u.attached));
-            for g in &u.groups {
-                if let Some(gp) = group_policies
-                    .get(u.account.as_str())
-                    .and_then(|a| a.get(g.as_str()))
-                {
-                    ids.extend(gp);
-                }
+        // Function policies stand alone (no managed policy or group reaches
+        // into them): a second thread compiles them while this one does the
+        // principals, and their part is appended where it would have gone.
+        let resource_policies = std::mem::take(&mut store.resource_policies);
+        std::thread::scope(|scope| {
+            let resources = scope.spawn(move || Builder::resource_policies(resource_policies));
+            b.principals(&mut store);
+            match resources.join() {
+                Ok(part) => b.append(part),
+                // As if compiled on this thread: the panic goes on.
+                Err(panic) => std::panic::resume_unwind(panic),
             }
-            let permissions = b.index(ids);
-            let boundary = boundary_index(&mut b, &u.boundary);
-            // The entity takes the user's strings rather than copies.
-            b.add_entity(Entity {
-                kind: EntityKind::User,
-                arn: std::mem::take(&mut u.arn).into_boxed_str(),
-                account: std::mem::take(&mut u.account).into_boxed_str(),
-                name: std::mem::take(&mut u.name).into_boxed_str(),
-                id: u.id.take().map(String::into_boxed_str),
-                tags: tags(std::mem::take(&mut u.tags)),
-                permissions,
-                boundary,
-            });
-        }
-
-        for r in &mut store.roles {
-            let mut ids = b.inline(&r.arn, PolicyType::Role, &mut r.inline);
-            ids.extend(attached(&r.attached));
-            let permissions = b.index(ids);
-            let boundary = boundary_index(&mut b, &r.boundary);
-            if let Some(trust) = &mut r.trust {
-                let pid = b.add_policy(r.arn.clone(), PolicyType::RoleTrust, trust);
-                let index = b.index(vec![pid]);
-                b.add_resource(&r.arn, index, true);
-            }
-            b.add_entity(Entity {
-                kind: EntityKind::Role,
-                arn: std::mem::take(&mut r.arn).into_boxed_str(),
-                account: std::mem::take(&mut r.account).into_boxed_str(),
-                name: std::mem::take(&mut r.name).into_boxed_str(),
-                id: r.id.take().map(String::into_boxed_str),
-                tags: tags(std::mem::take(&mut r.tags)),
-                permissions,
-                boundary,
-            });
-        }
-
-        for rp in &mut store.resource_policies {
-            let pid = b.add_policy(
-                rp.resource_arn.clone(),
-                PolicyType::Resource,
-                &mut rp.policy,
-            );
-            let index = b.index(vec![pid]);
-            b.add_resource(&rp.resource_arn, index, false);
-        }
+        });
 
         let mut scp_targets: FxHashMap<String, Vec<PolicyId>> = FxHashMap::default();
         for scp in &mut store.scps {
@@ -513,6 +537,109 @@ impl Snapshot {
 }
 
 impl Builder {
+    /// Managed policies, groups, users and roles: everything identity-based
+    /// and the role trust policies.
+    fn principals(&mut self, store: &mut Store) {
+        let b = self;
+        let mut managed: FxHashMap<&str, PolicyId> = FxHashMap::default();
+        for m in &mut store.managed {
+            let id = b.add_policy(m.arn.clone(), PolicyType::Managed, &mut m.policy);
+            managed.insert(m.arn.as_str(), id);
+        }
+        let attached = |arns: &[String]| -> Vec<PolicyId> {
+            arns.iter()
+                .filter_map(|a| managed.get(a.as_str()).copied())
+                .collect()
+        };
+        // A boundary is a managed policy evaluated in its own slot.
+        let mut boundaries: FxHashMap<PolicyId, StatementIndex> = FxHashMap::default();
+        let mut boundary_index =
+            |b: &mut Builder, arn: &Option<String>| -> Option<StatementIndex> {
+                let pid = managed.get(arn.as_deref()?).copied()?;
+                Some(
+                    boundaries
+                        .entry(pid)
+                        .or_insert_with(|| b.index(vec![pid]))
+                        .clone(),
+                )
+            };
+
+        // Account, then group name: looked up by borrowed names, per user group.
+        let mut group_policies: FxHashMap<&str, FxHashMap<&str, Vec<PolicyId>>> =
+            FxHashMap::default();
+        for g in &mut store.groups {
+            let mut ids = b.inline(&g.arn, PolicyType::Group, &mut g.inline);
+            ids.extend(attached(&g.attached));
+            group_policies
+                .entry(g.account.as_str())
+                .or_default()
+                .insert(g.name.as_str(), ids);
+        }
+
+        for u in &mut store.users {
+            let mut ids = b.inline(&u.arn, PolicyType::User, &mut u.inline);
+            ids.extend(attached(&u.attached));
+            for g in &u.groups {
+                if let Some(gp) = group_policies
+                    .get(u.account.as_str())
+                    .and_then(|a| a.get(g.as_str()))
+                {
+                    ids.extend(gp);
+                }
+            }
+            let permissions = b.index(ids);
+            let boundary = boundary_index(b, &u.boundary);
+            // The entity takes the user's strings rather than copies.
+            b.add_entity(Entity {
+                kind: EntityKind::User,
+                arn: std::mem::take(&mut u.arn).into_boxed_str(),
+                account: std::mem::take(&mut u.account).into_boxed_str(),
+                name: std::mem::take(&mut u.name).into_boxed_str(),
+                id: u.id.take().map(String::into_boxed_str),
+                tags: tags(std::mem::take(&mut u.tags)),
+                permissions,
+                boundary,
+            });
+        }
+
+        for r in &mut store.roles {
+            let mut ids = b.inline(&r.arn, PolicyType::Role, &mut r.inline);
+            ids.extend(attached(&r.attached));
+            let permissions = b.index(ids);
+            let boundary = boundary_index(b, &r.boundary);
+            if let Some(trust) = &mut r.trust {
+                let pid = b.add_policy(r.arn.clone(), PolicyType::RoleTrust, trust);
+                let index = b.index(vec![pid]);
+                b.add_resource(&r.arn, index, true);
+            }
+            b.add_entity(Entity {
+                kind: EntityKind::Role,
+                arn: std::mem::take(&mut r.arn).into_boxed_str(),
+                account: std::mem::take(&mut r.account).into_boxed_str(),
+                name: std::mem::take(&mut r.name).into_boxed_str(),
+                id: r.id.take().map(String::into_boxed_str),
+                tags: tags(std::mem::take(&mut r.tags)),
+                permissions,
+                boundary,
+            });
+        }
+    }
+
+    /// A builder of the function (resource-based) policies alone.
+    fn resource_policies(policies: Vec<crate::store::ResourcePolicy>) -> Builder {
+        let mut b = Builder::new(policies.iter().map(|p| p.policy.statements.len()).sum());
+        for mut rp in policies {
+            let pid = b.add_policy(
+                rp.resource_arn.clone(),
+                PolicyType::Resource,
+                &mut rp.policy,
+            );
+            let index = b.index(vec![pid]);
+            b.add_resource(&rp.resource_arn, index, false);
+        }
+        b
+    }
+
     /// Adds a user or role, found by account and name.
     fn add_entity(&mut self, entity: Entity) {
         let eid = u32::try_from(self.snap.entities.len()).unwrap_or(u32::MAX);
@@ -542,4 +669,74 @@ fn tags(t: Vec<(String, String)>) -> Box<[(Box<str>, Box<str>)]> {
     t.into_iter()
         .map(|(k, v)| (k.into_boxed_str(), v.into_boxed_str()))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The sids of the statements an index offers for `action`.
+    fn sids(snap: &Snapshot, index: &StatementIndex, action: &str) -> Vec<String> {
+        index
+            .candidates(snap.action_id(action))
+            .filter_map(|(_, id)| snap.statement(id)?.sid.as_deref().map(str::to_owned))
+            .collect()
+    }
+
+    #[test]
+    fn function_policies_compiled_apart_are_renumbered_into_place() {
+        // The user's policy makes this thread intern `example:alpha` first;
+        // the function policy, compiled on the other thread, names `beta`
+        // before `alpha`, so its action ids arrive in the other order.
+        let user = r#"{"AccountId": "111122223333", "UserDetailList": [{"UserName": "u", "Arn": "arn:aws:iam::111122223333:user/u",
+            "UserPolicyList": [{"PolicyName": "p", "PolicyDocument": {"Version": "2012-10-17", "Statement": [
+                {"Sid": "UserAlpha", "Effect": "Allow", "Action": "example:Alpha", "Resource": "*"}]}}]}]}"#;
+        let function = |name: &str| {
+            format!(
+                r#"{{"ResourceArn": "arn:aws:lambda:us-east-1:111122223333:function:{name}", "Policy": {{"Version": "2012-10-17", "Statement": [
+                {{"Sid": "{name}Beta", "Effect": "Allow", "Principal": {{"AWS": "111122223333"}}, "Action": "example:Beta", "Resource": "arn:aws:lambda:us-east-1:111122223333:function:{name}"}},
+                {{"Sid": "{name}Both", "Effect": "Allow", "Principal": {{"AWS": "111122223333"}}, "Action": ["example:Beta", "example:Alpha"], "Resource": "arn:aws:lambda:us-east-1:111122223333:function:{name}"}},
+                {{"Sid": "{name}Any", "Effect": "Deny", "Principal": {{"AWS": "111122223333"}}, "Action": "example:*", "Resource": "arn:aws:lambda:us-east-1:111122223333:function:{name}"}}]}}}}"#
+            )
+        };
+        let (f, g) = (function("f"), function("g"));
+        let (store, findings) =
+            crate::store::from_texts([("u.json", user), ("f.json", &*f), ("g.json", &*g)]);
+        let snap = Snapshot::compile_owned(store.unwrap_or_else(|| panic!("{findings:?}")));
+        assert_eq!(snap.stats().statements, 7);
+
+        let user = snap.user("111122223333", "u").unwrap();
+        assert_eq!(
+            sids(&snap, &user.permissions, "example:alpha"),
+            ["UserAlpha"]
+        );
+        for name in ["f", "g"] {
+            let arn = format!("arn:aws:lambda:us-east-1:111122223333:function:{name}");
+            let entry = snap.resource(&arn).unwrap();
+            assert_eq!(
+                sids(&snap, &entry.index, "example:alpha"),
+                [format!("{name}Both"), format!("{name}Any")]
+            );
+            assert_eq!(
+                sids(&snap, &entry.index, "example:beta"),
+                [
+                    format!("{name}Beta"),
+                    format!("{name}Both"),
+                    format!("{name}Any")
+                ]
+            );
+            assert_eq!(
+                sids(&snap, &entry.index, "example:gamma"),
+                [format!("{name}Any")]
+            );
+            // Each statement points at its own policy, and the policy at its statements.
+            let policy = snap.policy(entry.index.policies[0]).unwrap();
+            assert_eq!(&*policy.name, arn);
+            for id in policy.statements.clone() {
+                let s = snap.statement(id).unwrap();
+                assert_eq!(s.policy, entry.index.policies[0]);
+                assert!(s.sid.as_deref().unwrap().starts_with(name));
+            }
+        }
+    }
 }
