@@ -217,8 +217,12 @@ impl<'a> Parser<'a> {
             Some(b'{') => self.object(depth)?,
             Some(b'[') => self.array(depth)?,
             Some(b'"') => {
-                let s = self.string()?;
-                let len = string_compact_len(&s);
+                let (s, plain) = self.string()?;
+                let len = if plain {
+                    s.len() + 2
+                } else {
+                    string_compact_len(&s)
+                };
                 (Value::String(s), len)
             }
             Some(b't') => {
@@ -262,7 +266,7 @@ impl<'a> Parser<'a> {
                 return Err(self.error("expected a string key in the object"));
             }
             let key_pos = self.pos();
-            let key = self.string()?;
+            let (key, _) = self.string()?;
             self.skip_ws();
             if self.peek() != Some(b':') {
                 return Err(self.error("expected `:` after the object key"));
@@ -362,19 +366,27 @@ impl<'a> Parser<'a> {
         Ok(v)
     }
 
-    fn string(&mut self) -> Result<Cow<'a, str>, JsonError> {
+    /// A string, and whether it is plain: borrowed, ASCII, without white
+    /// space (its compact length is its length and the quotes).
+    fn string(&mut self) -> Result<(Cow<'a, str>, bool), JsonError> {
+        const CONTROL: u8 = 1;
+        const WIDE: u8 = 2;
+        const SPACE: u8 = 4;
         self.i += 1; // opening quote
         let start = self.i;
         // The common case: no escapes, borrow the text. memchr finds the
-        // end a vector at a time; a control byte before it is an error.
+        // end a vector at a time; one pass over the bytes then finds
+        // control bytes (an error), wide characters and spaces.
         let rest = self.src.get(start..).unwrap_or_default();
         let end = memchr::memchr2(b'"', b'\\', rest).unwrap_or(rest.len());
         let run = rest.get(..end).unwrap_or_default();
-        let (control, wide) = run.iter().fold((false, false), |(c, w), &b| {
-            (c | (b < 0x20), w | (b >= 0x80))
+        let seen = run.iter().fold(0u8, |seen, &b| {
+            seen | (u8::from(b < 0x20) * CONTROL)
+                | (u8::from(b >= 0x80) * WIDE)
+                | (u8::from(b == b' ') * SPACE)
         });
-        self.line_ascii &= !wide;
-        self.i += if control {
+        self.line_ascii &= seen & WIDE == 0;
+        self.i += if seen & CONTROL != 0 {
             run.iter().position(|&c| c < 0x20).unwrap_or(end)
         } else {
             end
@@ -382,7 +394,7 @@ impl<'a> Parser<'a> {
         if self.peek() == Some(b'"') {
             let s = self.text.get(start..self.i).unwrap_or_default();
             self.i += 1;
-            return Ok(Cow::Borrowed(s));
+            return Ok((Cow::Borrowed(s), seen == 0));
         }
         let mut out = String::new();
         out.push_str(self.text.get(start..self.i).unwrap_or_default());
@@ -401,7 +413,7 @@ impl<'a> Parser<'a> {
                 None => return Err(self.error("unterminated string")),
                 Some(b'"') => {
                     self.i += 1;
-                    return Ok(Cow::Owned(out));
+                    return Ok((Cow::Owned(out), false));
                 }
                 Some(b'\\') => {
                     self.i += 1;

@@ -452,9 +452,9 @@ impl Snapshot {
         b.snap
             .entities
             .reserve_exact(store.users.len() + store.roles.len());
-        b.snap
-            .resources
-            .reserve_exact(store.resource_policies.len() + store.roles.len());
+        let resources = store.resource_policies.len() + store.roles.len();
+        b.snap.resources.reserve_exact(resources);
+        b.snap.resources_by_arn.reserve(resources);
         // Function policies stand alone (no managed policy or group reaches
         // into them): a second thread compiles them while this one does the
         // principals, and their part is appended where it would have gone.
@@ -628,6 +628,9 @@ impl Builder {
     /// A builder of the function (resource-based) policies alone.
     fn resource_policies(policies: Vec<crate::store::ResourcePolicy>) -> Builder {
         let mut b = Builder::new(policies.iter().map(|p| p.policy.statements.len()).sum());
+        b.snap.policies.reserve_exact(policies.len());
+        b.snap.resources.reserve_exact(policies.len());
+        b.snap.resources_by_arn.reserve(policies.len());
         for mut rp in policies {
             let pid = b.add_policy(
                 rp.resource_arn.clone(),
