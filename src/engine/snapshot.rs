@@ -540,10 +540,9 @@ impl Builder {
     /// Managed policies, groups, users and roles: everything identity-based
     /// and the role trust policies.
     fn principals(&mut self, store: &mut Store) {
-        let b = self;
         let mut managed: FxHashMap<&str, PolicyId> = FxHashMap::default();
         for m in &mut store.managed {
-            let id = b.add_policy(m.arn.clone(), PolicyType::Managed, &mut m.policy);
+            let id = self.add_policy(m.arn.clone(), PolicyType::Managed, &mut m.policy);
             managed.insert(m.arn.as_str(), id);
         }
         let attached = |arns: &[String]| -> Vec<PolicyId> {
@@ -568,7 +567,7 @@ impl Builder {
         let mut group_policies: FxHashMap<&str, FxHashMap<&str, Vec<PolicyId>>> =
             FxHashMap::default();
         for g in &mut store.groups {
-            let mut ids = b.inline(&g.arn, PolicyType::Group, &mut g.inline);
+            let mut ids = self.inline(&g.arn, PolicyType::Group, &mut g.inline);
             ids.extend(attached(&g.attached));
             group_policies
                 .entry(g.account.as_str())
@@ -577,7 +576,7 @@ impl Builder {
         }
 
         for u in &mut store.users {
-            let mut ids = b.inline(&u.arn, PolicyType::User, &mut u.inline);
+            let mut ids = self.inline(&u.arn, PolicyType::User, &mut u.inline);
             ids.extend(attached(&u.attached));
             for g in &u.groups {
                 if let Some(gp) = group_policies
@@ -587,10 +586,10 @@ impl Builder {
                     ids.extend(gp);
                 }
             }
-            let permissions = b.index(ids);
-            let boundary = boundary_index(b, &u.boundary);
+            let permissions = self.index(ids);
+            let boundary = boundary_index(self, &u.boundary);
             // The entity takes the user's strings rather than copies.
-            b.add_entity(Entity {
+            self.add_entity(Entity {
                 kind: EntityKind::User,
                 arn: std::mem::take(&mut u.arn).into_boxed_str(),
                 account: std::mem::take(&mut u.account).into_boxed_str(),
@@ -603,16 +602,16 @@ impl Builder {
         }
 
         for r in &mut store.roles {
-            let mut ids = b.inline(&r.arn, PolicyType::Role, &mut r.inline);
+            let mut ids = self.inline(&r.arn, PolicyType::Role, &mut r.inline);
             ids.extend(attached(&r.attached));
-            let permissions = b.index(ids);
-            let boundary = boundary_index(b, &r.boundary);
+            let permissions = self.index(ids);
+            let boundary = boundary_index(self, &r.boundary);
             if let Some(trust) = &mut r.trust {
-                let pid = b.add_policy(r.arn.clone(), PolicyType::RoleTrust, trust);
-                let index = b.index(vec![pid]);
-                b.add_resource(&r.arn, index, true);
+                let pid = self.add_policy(r.arn.clone(), PolicyType::RoleTrust, trust);
+                let index = self.index(vec![pid]);
+                self.add_resource(&r.arn, index, true);
             }
-            b.add_entity(Entity {
+            self.add_entity(Entity {
                 kind: EntityKind::Role,
                 arn: std::mem::take(&mut r.arn).into_boxed_str(),
                 account: std::mem::take(&mut r.account).into_boxed_str(),
