@@ -460,9 +460,9 @@ impl Snapshot {
         // principals, and their part is appended where it would have gone.
         let resource_policies = std::mem::take(&mut store.resource_policies);
         std::thread::scope(|scope| {
-            let resources = scope.spawn(move || Builder::resource_policies(resource_policies));
+            let functions = scope.spawn(move || Builder::resource_policies(resource_policies));
             b.principals(&mut store);
-            match resources.join() {
+            match functions.join() {
                 Ok(part) => b.append(part),
                 // As if compiled on this thread: the panic goes on.
                 Err(panic) => std::panic::resume_unwind(panic),

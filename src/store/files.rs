@@ -69,7 +69,9 @@ impl FileCx<'_> {
         self.string(obj, path, key)
     }
 
-    /// The items of an optional array member.
+    /// The items of an optional array member. Callers size what they build
+    /// from its length: most lists hold one or two, and a Vec grown by
+    /// pushing keeps room for four.
     fn array<'n, 'a, 'p>(
         &mut self,
         obj: &'n Node<'a>,
@@ -136,7 +138,6 @@ impl FileCx<'_> {
 
     fn named_policies(&mut self, obj: &Node, path: &JsonPath, key: &str) -> Vec<NamedPolicy> {
         let items = self.array(obj, path, key);
-        // Sized once: most lists hold one or two, and a Vec grows to four.
         let mut out = Vec::with_capacity(items.len());
         for (ipath, item) in items {
             let name = self.string(item, &ipath, "PolicyName");
@@ -160,7 +161,6 @@ impl FileCx<'_> {
 
     fn attached(&mut self, obj: &Node, path: &JsonPath) -> Vec<String> {
         let items = self.array(obj, path, "AttachedManagedPolicies");
-        // Sized once: most lists hold one or two, and a Vec grows to four.
         let mut out = Vec::with_capacity(items.len());
         for (ipath, item) in items {
             if let Some(arn) = self.string(item, &ipath, "PolicyArn") {
@@ -179,7 +179,6 @@ impl FileCx<'_> {
 
     fn tags(&mut self, obj: &Node, path: &JsonPath) -> Vec<(String, String)> {
         let items = self.array(obj, path, "Tags");
-        // Sized once: most lists hold one or two, and a Vec grows to four.
         let mut out = Vec::with_capacity(items.len());
         for (ipath, item) in items {
             if let (Some(k), Some(v)) = (

@@ -270,17 +270,15 @@ fn in_parallel<T: Sync, S: Default, A: Default + Send>(
             done.push((c, acc));
         }
     };
-    let done: Vec<Vec<(usize, A)>> = if threads == 1 {
-        vec![run()]
-    } else {
-        std::thread::scope(|scope| {
-            let handles: Vec<_> = (0..threads).map(|_| scope.spawn(run)).collect();
-            handles
-                .into_iter()
-                .map(|h| h.join().unwrap_or_default())
-                .collect()
-        })
-    };
+    // Worker threads even on one core: a worker that fails then costs its
+    // chunks (and rejects the store) the same way everywhere.
+    let done: Vec<Vec<(usize, A)>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..threads).map(|_| scope.spawn(run)).collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_default())
+            .collect()
+    });
     let mut out: Vec<Option<A>> = (0..chunks).map(|_| None).collect();
     for (c, acc) in done.into_iter().flatten() {
         if let Some(slot) = out.get_mut(c) {
