@@ -456,3 +456,72 @@ fn boto3_surfaces_access_denied_with_iamds_message() {
     );
     assert!(stdout.contains("4 passed, 0 failed"), "{stdout}");
 }
+
+/// What the decision reads from the body or the query cannot be hidden:
+/// a body cut at Envoy's `max_request_bytes`, no body, a body that is not
+/// JSON or has a mistyped field, and a parameter given twice are all denied,
+/// where each used to be decided without the key and allowed.
+#[test]
+fn hidden_or_ambiguous_inputs_are_denied() {
+    let s = setup();
+    let mapping = "/2015-03-31/event-source-mappings";
+    // The allow is `ArnLikeIfExists lambda:FunctionArn` HelloWorld: without
+    // the key it would hold for any function.
+    let padded = format!(
+        r#"{{"EventSourceArn":"arn:aws:sqs:us-east-1:111122223333:q","Padding":"{}","FunctionName":"shared-report"}}"#,
+        "x".repeat(70_000)
+    );
+    let r = call(&s, Some(OPS), "POST", mapping, &padded);
+    assert_denied(&r, "only its first bytes");
+    assert!(
+        s.upstream.seen.lock().unwrap().is_empty(),
+        "nothing reached the upstream"
+    );
+    assert_denied(
+        &call(&s, Some(OPS), "POST", mapping, ""),
+        "needs the JSON request body",
+    );
+    assert_denied(
+        &call(&s, Some(OPS), "POST", mapping, r#"{"FunctionName": 5}"#),
+        "`FunctionName` is not a string",
+    );
+    assert_denied(
+        &call(&s, Some(OPS), "POST", mapping, r#"{"EventSourceArn": "x"}"#),
+        "has no `FunctionName`",
+    );
+    assert_denied(
+        &call(&s, Some(OPS), "POST", mapping, "FunctionName=HelloWorld"),
+        "not valid JSON",
+    );
+    // A body under the limit still decides as before.
+    assert_allowed(
+        &call(
+            &s,
+            Some(OPS),
+            "POST",
+            mapping,
+            &format!(
+                r#"{{"Padding":"{}","FunctionName":"HelloWorld"}}"#,
+                "x".repeat(60_000)
+            ),
+        ),
+        OPS,
+    );
+    // Parameter pollution: an upstream might act on the other copy.
+    let r = call(
+        &s,
+        Some(ALICE),
+        "POST",
+        "/2015-03-31/functions/HelloWorld/invocations?Qualifier=prod&Qualifier=%24LATEST",
+        "",
+    );
+    assert_denied(&r, "`Qualifier` is given more than once");
+    let r = call(
+        &s,
+        Some(ALICE),
+        "POST",
+        "/2015-03-31/functions/HelloWorld/invocations?FunctionName=other",
+        "",
+    );
+    assert_denied(&r, "repeats the path's `FunctionName`");
+}

@@ -213,4 +213,9 @@ impl ConditionContext for EvalContext<'_> {
             None => self.derived(key).map(Values::One),
         }
     }
+
+    fn is_unknown(&self, key: &str) -> bool {
+        // A value given for the key wins over the caller's doubt.
+        !self.req.unknown_keys.is_empty() && self.given(key).is_none() && self.req.is_unknown(key)
+    }
 }

@@ -12,6 +12,7 @@ use super::explain::{Explanation, Miss, Recorder};
 use super::principal::Caller;
 use super::request::{Principal, Request};
 use super::snapshot::{ActionId, CompiledStatement, PolicyType, Snapshot, StatementIndex, StmtId};
+use crate::policy::condition::IfUnknown;
 use crate::policy::{Effect, PrincipalMatch};
 
 /// The three outcomes of an IAM evaluation.
@@ -231,7 +232,13 @@ pub(crate) fn test_statement(
         Some(p) => p.matches(&cx.caller).ok_or(Miss::Principal)?,
         None => PrincipalMatch::Direct,
     };
-    stmt.condition.evaluate(cx).map_err(Miss::Condition)?;
+    let if_unknown = match stmt.effect {
+        Effect::Deny => IfUnknown::Holds,
+        Effect::Allow => IfUnknown::Fails,
+    };
+    stmt.condition
+        .evaluate(cx, if_unknown)
+        .map_err(Miss::Condition)?;
     Ok(named)
 }
 

@@ -245,7 +245,11 @@ fn describe(
             let (op, key) = clause.map_or((String::new(), ""), |c| {
                 (c.operator.to_string(), c.key.as_ref())
             });
-            let reason = if f.key_absent {
+            let reason = if f.key_unknown {
+                format!(
+                    "the condition `{op}` reads the context key `{key}`, which iamd could not determine for this request, so the statement cannot grant"
+                )
+            } else if f.key_absent {
                 format!(
                     "the condition `{op}` needs the context key `{key}`, which the request lacks"
                 )

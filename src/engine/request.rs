@@ -172,6 +172,10 @@ pub struct Request<'a> {
     pub resource: &'a str,
     pub resource_arn: Option<Arn<'a>>,
     pub context: &'a [ContextEntry],
+    /// Keys AWS would add to this request whose values the caller could not
+    /// determine (see `ConditionContext::is_unknown`). A key ending in `/`
+    /// stands for every key it prefixes (`aws:RequestTag/`).
+    pub unknown_keys: &'a [String],
     /// When the request is made (fills aws:CurrentTime and aws:EpochTime).
     pub now: Timestamp,
 }
@@ -305,7 +309,30 @@ impl<'a> Request<'a> {
             resource,
             resource_arn,
             context,
+            unknown_keys: &[],
             now,
+        })
+    }
+
+    /// The request with `keys` marked as undeterminable.
+    pub fn with_unknown_keys(self, keys: &'a [String]) -> Self {
+        Request {
+            unknown_keys: keys,
+            ..self
+        }
+    }
+
+    /// Is `key` one the caller could not determine?
+    pub fn is_unknown(&self, key: &str) -> bool {
+        self.unknown_keys.iter().any(|u| {
+            if u.ends_with('/') {
+                key.len() > u.len()
+                    && key
+                        .get(..u.len())
+                        .is_some_and(|p| p.eq_ignore_ascii_case(u))
+            } else {
+                u.eq_ignore_ascii_case(key)
+            }
         })
     }
 

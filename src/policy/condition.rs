@@ -44,6 +44,23 @@ impl<'a> Values<'a> {
 pub trait ConditionContext: VarSource {
     /// The values of `key` (case-insensitive), or `None` if absent.
     fn values(&self, key: &str) -> Option<Values<'_>>;
+
+    /// True when AWS would put `key` in the request but the caller could not
+    /// determine its value (an event source mapping's function, known only to
+    /// Lambda's state). Such a key is neither present nor absent: a clause on
+    /// it must not decide either way, see [`IfUnknown`].
+    fn is_unknown(&self, _key: &str) -> bool {
+        false
+    }
+}
+
+/// How a clause on an unknown key is taken: as holding for a Deny (the deny
+/// may apply, so it does) and as failing for an Allow (the grant may not
+/// apply, so it does not). Either way the request fails closed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IfUnknown {
+    Holds,
+    Fails,
 }
 
 /// An operator without its qualifier and `IfExists` suffix.
@@ -560,6 +577,8 @@ pub struct ClauseFailure {
     pub clause: usize,
     /// The clause's key was absent from the request.
     pub key_absent: bool,
+    /// The clause's key is one the request could not determine.
+    pub key_unknown: bool,
 }
 
 /// A compiled `Condition` element: its clauses, all of which must hold.
@@ -573,12 +592,29 @@ impl Condition {
         self.clauses.is_empty()
     }
 
-    pub fn evaluate(&self, ctx: &dyn ConditionContext) -> Result<(), ClauseFailure> {
+    pub fn evaluate(
+        &self,
+        ctx: &dyn ConditionContext,
+        if_unknown: IfUnknown,
+    ) -> Result<(), ClauseFailure> {
         for (i, clause) in self.clauses.iter().enumerate() {
+            if ctx.is_unknown(&clause.key) {
+                match if_unknown {
+                    IfUnknown::Holds => continue,
+                    IfUnknown::Fails => {
+                        return Err(ClauseFailure {
+                            clause: i,
+                            key_absent: false,
+                            key_unknown: true,
+                        })
+                    }
+                }
+            }
             if !clause.evaluate(ctx) {
                 return Err(ClauseFailure {
                     clause: i,
                     key_absent: ctx.values(&clause.key).is_none(),
+                    key_unknown: false,
                 });
             }
         }

@@ -27,9 +27,10 @@ use tonic::{Request, Response, Status};
 
 use super::convert::OwnedRequest;
 use super::{ApiError, AppState};
+use crate::echo::echo_message;
 use crate::engine::{self, ContextEntry, DecisionKind};
 use crate::metrics::Api;
-use crate::routes::{ArnDefaults, HttpCall, RouteTable};
+use crate::routes::{ArnDefaults, Body, CallKeys, HttpCall, RouteTable};
 
 /// How Envoy's view of a request maps to an IAM request.
 #[derive(Debug, Clone, Default)]
@@ -54,11 +55,30 @@ pub struct EnvoyAuthorizer {
 const OK: i32 = 0;
 const PERMISSION_DENIED: i32 = 7;
 
+/// The body Envoy forwarded, owned.
+enum CallBody {
+    Absent,
+    Truncated,
+    NotText,
+    Complete(String),
+}
+
+impl CallBody {
+    fn as_body(&self) -> Body<'_> {
+        match self {
+            CallBody::Absent => Body::Absent,
+            CallBody::Truncated => Body::Truncated,
+            CallBody::NotText => Body::NotText,
+            CallBody::Complete(s) => Body::Complete(s),
+        }
+    }
+}
+
 /// What Envoy asked, extracted from the CheckRequest.
 struct Call {
     method: String,
     path: String,
-    body: Option<String>,
+    body: CallBody,
     headers: HashMap<String, String>,
     scheme: String,
     source_ip: Option<String>,
@@ -81,12 +101,25 @@ impl Call {
             .time
             .and_then(|t| jiff::Timestamp::new(t.seconds, t.nanos).ok());
         let http = request.http.unwrap_or_default();
-        let body = if !http.raw_body.is_empty() {
-            String::from_utf8(http.raw_body).ok()
+        // Envoy marks a body cut at `max_request_bytes`; it also counts
+        // `size` (the whole body's length, when known) beside what it sent.
+        let partial = http
+            .headers
+            .get("x-envoy-auth-partial-body")
+            .is_some_and(|v| v.trim().eq_ignore_ascii_case("true"));
+        let sent = http.raw_body.len().max(http.body.len());
+        let larger = usize::try_from(http.size).is_ok_and(|size| size > sent);
+        let body = if partial || (larger && sent > 0) {
+            CallBody::Truncated
+        } else if !http.raw_body.is_empty() {
+            match String::from_utf8(http.raw_body) {
+                Ok(s) => CallBody::Complete(s),
+                Err(_) => CallBody::NotText,
+            }
         } else if !http.body.is_empty() {
-            Some(http.body)
+            CallBody::Complete(http.body)
         } else {
-            None
+            CallBody::Absent
         };
         Call {
             method: http.method,
@@ -100,6 +133,12 @@ impl Call {
             time,
         }
     }
+}
+
+/// The IAM request for a call, with the keys the call could not determine.
+struct IamRequest {
+    request: OwnedRequest,
+    unknown: Vec<String>,
 }
 
 /// The outcome handed back to Envoy.
@@ -153,14 +192,14 @@ impl EnvoyAuthorizer {
     }
 
     /// Builds the IAM request; an `Err` is a refusal with its message.
-    fn iam_request(&self, call: &Call, principal: String) -> Result<OwnedRequest, String> {
+    fn iam_request(&self, call: &Call, principal: String) -> Result<IamRequest, String> {
         let over_action = call.extensions.get("action").filter(|s| !s.is_empty());
         let over_resource = call.extensions.get("resource").filter(|s| !s.is_empty());
-        let (action, resource, function_arn, region) = match (over_action, over_resource) {
+        let (action, resource, keys, region) = match (over_action, over_resource) {
             (Some(a), Some(r)) => (
                 a.clone(),
                 r.clone(),
-                None,
+                CallKeys::default(),
                 self.config.arn_defaults.region.clone(),
             ),
             (over_a, over_r) => {
@@ -169,30 +208,43 @@ impl EnvoyAuthorizer {
                         HttpCall {
                             method: &call.method,
                             path: &call.path,
-                            body: call.body.as_deref(),
+                            body: call.body.as_body(),
                         },
                         &self.config.arn_defaults,
                     )
                     .map_err(|e| e.to_string())?;
+                // The keys belong to the route's action; an overridden
+                // action has none of them, so they are all unknown to it.
+                let keys = match over_a {
+                    Some(_) => CallKeys::default(),
+                    None => resolved.keys,
+                };
                 (
                     over_a.cloned().unwrap_or(resolved.action),
                     over_r.cloned().unwrap_or(resolved.resource),
-                    resolved.function_arn,
+                    keys,
                     resolved.region,
                 )
             }
         };
         let mut context: BTreeMap<String, Vec<String>> = BTreeMap::new();
-        if let Some(ip) = &call.source_ip {
-            context.insert("aws:SourceIp".into(), vec![ip.clone()]);
+        let mut unknown = keys.unknown;
+        match &call.source_ip {
+            Some(ip) => {
+                context.insert("aws:SourceIp".into(), vec![ip.clone()]);
+            }
+            None => unknown.push("aws:SourceIp".into()),
         }
         let secure = call.scheme.eq_ignore_ascii_case("https");
         context.insert("aws:SecureTransport".into(), vec![secure.to_string()]);
-        if let Some(r) = region {
-            context.insert("aws:RequestedRegion".into(), vec![r]);
+        match region {
+            Some(r) => {
+                context.insert("aws:RequestedRegion".into(), vec![r]);
+            }
+            None => unknown.push("aws:RequestedRegion".into()),
         }
-        if let Some(f) = function_arn {
-            context.insert("lambda:FunctionArn".into(), vec![f]);
+        for (key, values) in keys.context {
+            context.insert(key, values);
         }
         // Headers a route names: `context_headers: "x-tenant=custom:Tenant,..."`.
         if let Some(spec) = call.extensions.get("context_headers") {
@@ -200,23 +252,29 @@ impl EnvoyAuthorizer {
                 let (header, key) = pair.split_once('=').ok_or_else(|| {
                     format!("bad context_headers entry `{pair}`: expected header=key")
                 })?;
-                if let Some(v) = call.headers.get(&header.trim().to_ascii_lowercase()) {
-                    context
+                match call.headers.get(&header.trim().to_ascii_lowercase()) {
+                    Some(v) => context
                         .entry(key.trim().to_owned())
                         .or_default()
-                        .push(v.clone());
+                        .push(v.clone()),
+                    // A header the route reads but the request lacks must
+                    // not let a Deny on its key be dodged by leaving it out.
+                    None => unknown.push(key.trim().to_owned()),
                 }
             }
         }
-        Ok(OwnedRequest {
-            principal,
-            action,
-            resource,
-            context: context
-                .into_iter()
-                .map(|(key, values)| ContextEntry { key, values })
-                .collect(),
-            explain: false,
+        Ok(IamRequest {
+            request: OwnedRequest {
+                principal,
+                action,
+                resource,
+                context: context
+                    .into_iter()
+                    .map(|(key, values)| ContextEntry { key, values })
+                    .collect(),
+                explain: false,
+            },
+            unknown,
         })
     }
 
@@ -225,13 +283,16 @@ impl EnvoyAuthorizer {
         let guard = self.state.snapshots.load();
         let served = guard.as_deref().ok_or(ApiError::NoSnapshot)?;
         let principal = self.principal(call);
-        let req = match self.iam_request(call, principal.clone()) {
+        let IamRequest {
+            request: req,
+            unknown,
+        } = match self.iam_request(call, principal.clone()) {
             Ok(r) => r,
             Err(message) => {
                 return Ok(Outcome {
                     decision: None,
-                    message,
-                    principal,
+                    message: echo_message(&message).to_string(),
+                    principal: echo_message(&principal).to_string(),
                     action: String::new(),
                     resource: String::new(),
                     revision: served.revision,
@@ -246,11 +307,11 @@ impl EnvoyAuthorizer {
             &req.context,
             now,
         ) {
-            Ok(r) => r,
+            Ok(r) => r.with_unknown_keys(&unknown),
             Err(e) => {
                 return Ok(Outcome {
                     decision: None,
-                    message: format!("iamd refused the request: {e}"),
+                    message: format!("iamd refused the request: {}", echo_message(&e.to_string())),
                     principal,
                     action: req.action.clone(),
                     resource: req.resource.clone(),

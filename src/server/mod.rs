@@ -56,10 +56,13 @@ impl From<crate::engine::RequestError> for ApiError {
     }
 }
 
-/// The one place where errors become gRPC statuses.
+/// The one place where errors become gRPC statuses. Messages quote the
+/// request, so they are escaped and cut.
 pub fn to_status(e: &ApiError) -> tonic::Status {
     match e {
-        ApiError::InvalidArgument(m) => tonic::Status::invalid_argument(m.clone()),
+        ApiError::InvalidArgument(m) => {
+            tonic::Status::invalid_argument(crate::echo::echo_message(m).to_string())
+        }
         ApiError::NoSnapshot => tonic::Status::unavailable(e.to_string()),
         ApiError::Internal(_) => tonic::Status::internal(e.to_string()),
     }

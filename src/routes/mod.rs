@@ -6,6 +6,13 @@
 //! rules: a name, `name:qualifier`, a partial ARN `ACCOUNT:function:NAME` or a
 //! full ARN, with the `Qualifier` query parameter selecting a version or alias
 //! ARN; region and account come from the ARN or from configuration.
+//!
+//! Resolution fails closed: a call whose decision needs its body gets none
+//! unless the proxy sent all of it as JSON, a query parameter given twice
+//! or also spelled in the path is refused (an upstream might read the other
+//! copy), and the action's condition keys come with it (see [`keys`]).
+
+mod keys;
 
 use std::borrow::Cow;
 use std::sync::LazyLock;
@@ -30,14 +37,30 @@ impl Default for ArnDefaults {
     }
 }
 
+pub use keys::CallKeys;
+
 /// An HTTP request as ext_authz sees it.
 #[derive(Debug, Clone, Copy)]
 pub struct HttpCall<'a> {
     pub method: &'a str,
     /// The path, optionally with `?query`.
     pub path: &'a str,
-    /// The request body, when the proxy forwards it.
-    pub body: Option<&'a str>,
+    /// The request body, as the proxy forwarded it.
+    pub body: Body<'a>,
+}
+
+/// The request body as the proxy forwarded it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Body<'a> {
+    /// No body reached iamd: the request had none, or the proxy does not
+    /// forward bodies (Envoy without `with_request_body`).
+    Absent,
+    /// Only the first bytes reached iamd (Envoy's `max_request_bytes` with
+    /// `allow_partial_message`, marked `x-envoy-auth-partial-body: true`).
+    Truncated,
+    /// A body that is not UTF-8 text.
+    NotText,
+    Complete(&'a str),
 }
 
 /// What a call is authorized as.
@@ -52,6 +75,8 @@ pub struct Resolved {
     pub region: Option<String>,
     /// The botocore operation, for logs.
     pub operation: &'static str,
+    /// The action's condition keys as the call gives them.
+    pub keys: CallKeys,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -91,7 +116,7 @@ pub struct RouteTable {
 }
 
 static LAMBDA: LazyLock<RouteTable> =
-    LazyLock::new(|| RouteTable::parse(include_str!("../data/lambda-rest-routes.tsv")));
+    LazyLock::new(|| RouteTable::parse(include_str!("../../data/lambda-rest-routes.tsv")));
 
 impl RouteTable {
     pub fn lambda() -> &'static RouteTable {
@@ -201,11 +226,11 @@ impl RouteTable {
             })
             .ok_or_else(|| RouteError::NoRoute {
                 method: call.method.to_owned(),
-                path: call.path.to_owned(),
+                path: crate::echo::echo(call.path).to_string(),
             })?;
         let unresolvable = |reason: String| RouteError::Unresolvable {
             method: call.method.to_owned(),
-            path: call.path.to_owned(),
+            path: crate::echo::echo(call.path).to_string(),
             operation: route.operation,
             reason,
         };
@@ -218,22 +243,77 @@ impl RouteTable {
                 Seg::Lit(_) => None,
             })
             .collect();
-        for (k, v) in &query {
-            if !captures.iter().any(|(c, _)| c == k) {
-                captures.push((k.as_ref(), v.clone()));
+        // One value per parameter: Lambda reads one, and an upstream that
+        // reads another copy than iamd did must not be possible.
+        let mut tag_keys: Vec<String> = Vec::new();
+        for (i, (k, v)) in query.iter().enumerate() {
+            if k == "tagKeys" {
+                tag_keys.push(v.clone().into_owned());
+                continue;
+            }
+            if let Some((c, _)) = captures.iter().find(|(c, _)| c.eq_ignore_ascii_case(k)) {
+                return Err(unresolvable(format!(
+                    "the query parameter `{}` repeats the path's `{c}`",
+                    crate::echo::echo(k)
+                )));
+            }
+            if query[..i]
+                .iter()
+                .any(|(other, _)| other.eq_ignore_ascii_case(k))
+            {
+                return Err(unresolvable(format!(
+                    "the query parameter `{}` is given more than once",
+                    crate::echo::echo(k)
+                )));
             }
         }
-        if !route.body_captures.is_empty() {
-            let body: serde_json::Value = call
-                .body
-                .and_then(|b| serde_json::from_str(b).ok())
-                .ok_or_else(|| unresolvable(format!("its resource comes from the JSON request body ({}), which the proxy did not send", route.body_captures.join(", "))))?;
-            for name in &route.body_captures {
-                let v = body.get(name).and_then(|v| v.as_str()).ok_or_else(|| {
-                    unresolvable(format!("the request body has no string `{name}`"))
-                })?;
-                captures.push((name, Cow::Owned(v.to_owned())));
+        captures.extend(
+            query
+                .iter()
+                .filter(|(k, _)| k != "tagKeys")
+                .map(|(k, v)| (k.as_ref(), v.clone())),
+        );
+        let needs_body = !route.body_captures.is_empty() || keys::reads_body(route.action);
+        let body: Option<serde_json::Map<String, serde_json::Value>> = if needs_body {
+            let text = match call.body {
+                Body::Complete(text) if !text.trim().is_empty() => text,
+                Body::Complete(_) | Body::Absent => {
+                    return Err(unresolvable(
+                        "deciding it needs the JSON request body, which did not reach iamd (configure the proxy to send it: Envoy's `with_request_body`)".into(),
+                    ))
+                }
+                Body::Truncated => {
+                    return Err(unresolvable(
+                        "deciding it needs the whole JSON request body and the proxy sent only its first bytes (raise Envoy's `with_request_body.max_request_bytes`)".into(),
+                    ))
+                }
+                Body::NotText => {
+                    return Err(unresolvable("its request body is not UTF-8 JSON".into()))
+                }
+            };
+            match serde_json::from_str::<serde_json::Value>(text) {
+                Ok(serde_json::Value::Object(map)) => Some(map),
+                Ok(_) => return Err(unresolvable("its request body is not a JSON object".into())),
+                Err(e) => {
+                    return Err(unresolvable(format!(
+                        "its request body is not valid JSON: {e}"
+                    )))
+                }
             }
+        } else {
+            None
+        };
+        for name in &route.body_captures {
+            let v = match body.as_ref().and_then(|b| b.get(*name)) {
+                Some(serde_json::Value::String(s)) => s.as_str(),
+                Some(_) => {
+                    return Err(unresolvable(format!(
+                        "the request body's `{name}` is not a string"
+                    )))
+                }
+                None => return Err(unresolvable(format!("the request body has no `{name}`"))),
+            };
+            captures.push((name, Cow::Borrowed(v)));
         }
         let capture = |name: &str| {
             captures
@@ -241,30 +321,34 @@ impl RouteTable {
                 .find(|(c, _)| *c == name)
                 .map(|(_, v)| v.as_ref())
         };
-        let mut resolved = expand(route.resource, &capture, defaults).map_err(unresolvable)?;
-        // lambda:FunctionArn for the actions that support it.
-        if !crate::catalog::lambda_action(route.action)
-            .is_some_and(|a| a.supports_key("lambda:FunctionArn"))
-        {
-            resolved.function_arn = None;
-        } else if resolved.function_arn.is_none() {
-            // The function comes from the path, or from the body (event source mappings).
-            let name: Option<String> = capture("FunctionName").map(str::to_owned).or_else(|| {
-                call.body
-                    .and_then(|b| serde_json::from_str::<serde_json::Value>(b).ok())
-                    .and_then(|v| {
-                        v.get("FunctionName")
-                            .and_then(|f| f.as_str())
-                            .map(str::to_owned)
-                    })
-            });
-            if let Some(f) = name.as_deref().and_then(|n| FunctionRef::parse(n).ok()) {
-                resolved.function_arn = f.arn(defaults, None).ok();
-            }
+        let resolved = expand(route.resource, &capture, defaults).map_err(unresolvable)?;
+        // lambda:FunctionArn, for the actions that support it, from a
+        // function the path names (the body's are read with the keys).
+        let function_arn = match &resolved.function_arn {
+            Some(f) => Some(f.clone()),
+            None => capture("FunctionName")
+                .filter(|_| !route.body_captures.contains(&"FunctionName"))
+                .map(|n| FunctionRef::parse(n).and_then(|f| f.arn(defaults, None)))
+                .transpose()
+                .map_err(unresolvable)?,
         }
+        .filter(|_| {
+            crate::catalog::lambda_action(route.action)
+                .is_some_and(|a| a.supports_key("lambda:FunctionArn"))
+        });
+        let keys = keys::derive(
+            route.action,
+            body.as_ref(),
+            function_arn.as_deref(),
+            &tag_keys,
+            defaults,
+        )
+        .map_err(unresolvable)?;
         Ok(Resolved {
             action: route.action.to_owned(),
             operation: route.operation,
+            function_arn,
+            keys,
             ..resolved
         })
     }
@@ -385,6 +469,7 @@ fn expand<'c>(
         function_arn: None,
         region: defaults.region.clone(),
         operation: "",
+        keys: CallKeys::default(),
     };
     if template == "*" {
         return Ok(base);
@@ -501,7 +586,7 @@ mod tests {
             HttpCall {
                 method,
                 path,
-                body: None,
+                body: Body::Absent,
             },
             &defaults(),
         )
@@ -605,7 +690,12 @@ mod tests {
 
     #[test]
     fn permissions_and_required_qualifiers() {
-        let r = resolve("POST", "/2015-03-31/functions/f/policy?Qualifier=prod").unwrap();
+        let r = resolve_body(
+            "POST",
+            "/2015-03-31/functions/f/policy?Qualifier=prod",
+            Body::Complete(r#"{"Principal": "s3.amazonaws.com"}"#),
+        )
+        .unwrap();
         assert_eq!(
             (r.action.as_str(), r.resource.as_str()),
             ("lambda:AddPermission", &*format!("{F}:f:prod"))
@@ -643,7 +733,7 @@ mod tests {
         let call = HttpCall {
             method: "POST",
             path: "/2015-03-31/functions",
-            body: Some(r#"{"FunctionName": "new-fn", "Runtime": "python3.13"}"#),
+            body: Body::Complete(r#"{"FunctionName": "new-fn", "Runtime": "python3.13"}"#),
         };
         let r = RouteTable::lambda().resolve(call, &defaults()).unwrap();
         assert_eq!(
@@ -653,7 +743,7 @@ mod tests {
         let call = HttpCall {
             method: "POST",
             path: "/2015-03-31/functions",
-            body: None,
+            body: Body::Absent,
         };
         let e = RouteTable::lambda().resolve(call, &defaults()).unwrap_err();
         assert!(e.to_string().contains("request body"), "{e}");
@@ -661,7 +751,7 @@ mod tests {
             HttpCall {
                 method: "POST",
                 path: "/2015-03-31/functions/f/invocations",
-                body: None,
+                body: Body::Absent,
             },
             &ArnDefaults::default(),
         );
@@ -713,13 +803,15 @@ mod tests {
             } else {
                 format!("{path}?{query}")
             };
-            let body = r#"{"FunctionName": "my-fn", "CapacityProviderName": "cp", "imageIdentifier": "img"}"#;
+            let body = r#"{"FunctionName": "my-fn", "CapacityProviderName": "cp", "imageIdentifier": "img",
+                "Principal": "s3.amazonaws.com", "AuthType": "AWS_IAM", "Tags": {},
+                "CodeSigningConfigArn": "arn:aws:lambda:us-east-1:111122223333:code-signing-config:csc-1"}"#;
             let r = table
                 .resolve(
                     HttpCall {
                         method,
                         path: &full,
-                        body: Some(body),
+                        body: Body::Complete(body),
                     },
                     &defaults(),
                 )
@@ -733,5 +825,159 @@ mod tests {
             // The route found is this route (or an identical one of another model).
             assert_eq!(r.action, action, "{method} {full}");
         }
+    }
+
+    fn resolve_body(method: &str, path: &str, body: Body<'_>) -> Result<Resolved, RouteError> {
+        RouteTable::lambda().resolve(HttpCall { method, path, body }, &defaults())
+    }
+
+    fn key<'r>(r: &'r Resolved, name: &str) -> Option<&'r [String]> {
+        r.keys
+            .context
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_slice())
+    }
+
+    #[test]
+    fn a_body_the_decision_needs_must_arrive_whole_and_well_typed() {
+        let esm = "/2015-03-31/event-source-mappings";
+        let r = resolve_body(
+            "POST",
+            esm,
+            Body::Complete(r#"{"FunctionName": "f", "Tags": {"team": "red"}}"#),
+        )
+        .unwrap();
+        assert_eq!(key(&r, "lambda:FunctionArn"), Some(&[format!("{F}:f")][..]));
+        assert_eq!(
+            key(&r, "aws:RequestTag/team"),
+            Some(&["red".to_owned()][..])
+        );
+        assert_eq!(key(&r, "aws:TagKeys"), Some(&["team".to_owned()][..]));
+        assert!(r.keys.unknown.is_empty(), "{:?}", r.keys.unknown);
+        for (body, why) in [
+            (Body::Absent, "did not reach iamd"),
+            (Body::Complete("  "), "did not reach iamd"),
+            (Body::Truncated, "only its first bytes"),
+            (Body::NotText, "not UTF-8"),
+            (Body::Complete("FunctionName=f"), "not valid JSON"),
+            (Body::Complete("[1]"), "not a JSON object"),
+            (
+                Body::Complete(r#"{"FunctionName": 5}"#),
+                "`FunctionName` is not a string",
+            ),
+            (Body::Complete(r#"{"Tags": {}}"#), "has no `FunctionName`"),
+            (
+                Body::Complete(r#"{"FunctionName": "f", "Tags": {"a": 1}}"#),
+                "tag `a` is not a string",
+            ),
+            (
+                Body::Complete(r#"{"FunctionName": "bad name"}"#),
+                "is not a function name",
+            ),
+        ] {
+            let e = resolve_body("POST", esm, body).unwrap_err().to_string();
+            assert!(e.contains(why), "{body:?}: {e}");
+        }
+        // CreateFunction's resource and keys come from its body too.
+        let e = resolve_body("POST", "/2015-03-31/functions", Body::Truncated).unwrap_err();
+        assert!(e.to_string().contains("only its first bytes"), "{e}");
+        let r = resolve_body(
+            "POST",
+            "/2015-03-31/functions",
+            Body::Complete(r#"{"FunctionName": "g", "Layers": ["arn:aws:lambda:us-east-1:111122223333:layer:l:1"],
+                "VpcConfig": {"SubnetIds": ["subnet-1"], "SecurityGroupIds": []}}"#),
+        )
+        .unwrap();
+        assert_eq!(r.resource, format!("{F}:g"));
+        assert_eq!(
+            key(&r, "lambda:SubnetIds"),
+            Some(&["subnet-1".to_owned()][..])
+        );
+        assert_eq!(key(&r, "lambda:SecurityGroupIds"), Some(&[][..]));
+        assert_eq!(
+            r.keys.unknown,
+            ["lambda:VpcIds"],
+            "Lambda derives the VPC from the subnets"
+        );
+        // Routes that do not read the body decide without it.
+        assert!(resolve_body(
+            "POST",
+            "/2015-03-31/functions/f/invocations",
+            Body::Truncated
+        )
+        .is_ok());
+    }
+
+    #[test]
+    fn keys_only_lambda_knows_are_unknown_never_absent() {
+        let r = resolve("GET", "/2015-03-31/event-source-mappings/u-1").unwrap();
+        assert_eq!(r.keys.unknown, ["lambda:FunctionArn"]);
+        let r = resolve_body(
+            "PUT",
+            "/2015-03-31/event-source-mappings/u-1",
+            Body::Complete(r#"{"BatchSize": 5}"#),
+        )
+        .unwrap();
+        assert_eq!(r.keys.unknown, ["lambda:FunctionArn"]);
+        let r = resolve_body(
+            "PUT",
+            "/2015-03-31/event-source-mappings/u-1",
+            Body::Complete(r#"{"FunctionName": "f"}"#),
+        )
+        .unwrap();
+        assert!(r.keys.unknown.is_empty());
+        assert_eq!(key(&r, "lambda:FunctionArn"), Some(&[format!("{F}:f")][..]));
+        let r = resolve("DELETE", "/2015-03-31/functions/f/policy/sid-1").unwrap();
+        assert_eq!(
+            r.keys.unknown,
+            ["lambda:Principal", "lambda:FunctionUrlAuthType"]
+        );
+        let r = resolve_body(
+            "POST",
+            "/2015-03-31/functions/f/policy",
+            Body::Complete(r#"{"StatementId": "s", "Action": "lambda:InvokeFunction", "Principal": "s3.amazonaws.com"}"#),
+        )
+        .unwrap();
+        assert_eq!(
+            key(&r, "lambda:Principal"),
+            Some(&["s3.amazonaws.com".to_owned()][..])
+        );
+        assert!(r.keys.unknown.is_empty(), "{:?}", r.keys.unknown);
+        let r = resolve("DELETE", "/2017-03-31/tags/arn%3Aaws%3Alambda%3Aus-east-1%3A111122223333%3Afunction%3Af?tagKeys=a&tagKeys=b").unwrap();
+        assert_eq!(
+            key(&r, "aws:TagKeys"),
+            Some(&["a".to_owned(), "b".to_owned()][..])
+        );
+    }
+
+    #[test]
+    fn repeated_or_ambiguous_parameters_are_refused() {
+        let e = resolve(
+            "POST",
+            "/2015-03-31/functions/f/invocations?Qualifier=prod&Qualifier=%24LATEST",
+        )
+        .unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("`Qualifier` is given more than once"),
+            "{e}"
+        );
+        let e = resolve(
+            "POST",
+            "/2015-03-31/functions/f/invocations?Qualifier=prod&qualifier=1",
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("given more than once"), "{e}");
+        let e = resolve("POST", "/2015-03-31/functions/f/invocations?FunctionName=g").unwrap_err();
+        assert!(
+            e.to_string().contains("repeats the path's `FunctionName`"),
+            "{e}"
+        );
+        let e = resolve("GET", "/2015-03-31/functions?Marker=a&Marker=b").unwrap_err();
+        assert!(
+            e.to_string().contains("`Marker` is given more than once"),
+            "{e}"
+        );
     }
 }
