@@ -112,8 +112,104 @@ async fn bind_tcp(what: &'static str, addr: SocketAddr) -> Result<TcpListener, S
         })
 }
 
+/// The signals iamd reacts to. Installed before anything else at start-up:
+/// until a handler exists, SIGHUP's default action kills the process, and
+/// an operator's reload must never do that.
+pub struct Signals {
+    terminate: tokio::signal::unix::Signal,
+    interrupt: tokio::signal::unix::Signal,
+    hangup: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    pub fn install() -> Result<Signals, ServeError> {
+        Ok(Signals {
+            hangup: signal(SignalKind::hangup()).map_err(ServeError::Signals)?,
+            terminate: signal(SignalKind::terminate()).map_err(ServeError::Signals)?,
+            interrupt: signal(SignalKind::interrupt()).map_err(ServeError::Signals)?,
+        })
+    }
+}
+
+/// Which file a socket iamd bound is (device and inode), so that iamd
+/// removes that socket and nothing else.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct SocketIdentity {
+    dev: u64,
+    ino: u64,
+}
+
+fn identity(meta: &std::fs::Metadata) -> SocketIdentity {
+    use std::os::unix::fs::MetadataExt;
+    SocketIdentity {
+        dev: meta.dev(),
+        ino: meta.ino(),
+    }
+}
+
+/// Binds the Unix socket. Something already at the path is removed only if
+/// it is a socket nobody listens on (one left by an iamd that died);
+/// anything else is refused, never deleted.
+fn bind_uds(path: &std::path::Path) -> Result<(UnixListener, SocketIdentity), ServeError> {
+    use std::os::unix::fs::FileTypeExt;
+    let refuse = |why: String| ServeError::Bind {
+        what: "the Unix socket",
+        addr: path.display().to_string(),
+        source: std::io::Error::new(std::io::ErrorKind::AlreadyExists, why),
+    };
+    match std::fs::symlink_metadata(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(refuse(format!("cannot inspect what is there: {e}"))),
+        Ok(meta) if !meta.file_type().is_socket() => {
+            return Err(refuse(
+                "something that is not a socket is there; iamd replaces only a stale socket".into(),
+            ))
+        }
+        Ok(_) => match std::os::unix::net::UnixStream::connect(path) {
+            Ok(_) => return Err(refuse("another process is listening on it".into())),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+                std::fs::remove_file(path)
+                    .map_err(|e| refuse(format!("cannot remove the stale socket: {e}")))?;
+            }
+            Err(e) => return Err(refuse(format!("cannot tell whether it is in use: {e}"))),
+        },
+    }
+    let listener = UnixListener::bind(path).map_err(|source| ServeError::Bind {
+        what: "the Unix socket",
+        addr: path.display().to_string(),
+        source,
+    })?;
+    let meta = std::fs::symlink_metadata(path).map_err(|source| ServeError::Bind {
+        what: "the Unix socket",
+        addr: path.display().to_string(),
+        source,
+    })?;
+    Ok((listener, identity(&meta)))
+}
+
+/// Removes the socket iamd bound, if it is still the file at `path`.
+fn remove_own_socket(path: &std::path::Path, id: SocketIdentity) {
+    match std::fs::symlink_metadata(path) {
+        Ok(meta) if identity(&meta) == id => {
+            if let Err(e) = std::fs::remove_file(path) {
+                tracing::warn!(path = %path.display(), error = %e, "cannot remove the Unix socket");
+            }
+        }
+        Ok(_) => tracing::warn!(
+            path = %path.display(),
+            "the Unix socket was replaced while iamd ran; leaving what is there"
+        ),
+        Err(_) => {}
+    }
+}
+
 /// Runs the sidecar until SIGTERM or SIGINT.
-pub async fn serve(args: ServeArgs) -> Result<(), ServeError> {
+pub async fn serve(args: ServeArgs, signals: Signals) -> Result<(), ServeError> {
+    let Signals {
+        terminate: mut sigterm,
+        interrupt: mut sigint,
+        hangup: mut sighup,
+    } = signals;
     let envoy_config = args.envoy()?;
     let metrics = Arc::new(Metrics::install()?);
     let cell = Arc::new(SnapshotCell::new());
@@ -173,17 +269,7 @@ pub async fn serve(args: ServeArgs) -> Result<(), ServeError> {
         })?;
     let uds = match &args.uds {
         None => None,
-        Some(path) => {
-            // A socket left by a previous run would make bind fail.
-            if std::fs::symlink_metadata(path).is_ok() {
-                let _ = std::fs::remove_file(path);
-            }
-            Some(UnixListener::bind(path).map_err(|source| ServeError::Bind {
-                what: "the Unix socket",
-                addr: path.display().to_string(),
-                source,
-            })?)
-        }
+        Some(path) => Some(bind_uds(path)?),
     };
     tracing::info!(
         grpc_addr = %grpc_addr,
@@ -219,7 +305,8 @@ pub async fn serve(args: ServeArgs) -> Result<(), ServeError> {
     // for the client's delayed ACK (tens of milliseconds on small RPCs).
     let incoming = tonic::transport::server::TcpIncoming::from(grpc).with_nodelay(Some(true));
     servers.spawn(router().serve_with_incoming_shutdown(incoming, stopped(shutdown_rx.clone())));
-    if let Some(uds) = uds {
+    let uds_identity = uds.as_ref().map(|(_, id)| *id);
+    if let Some((uds, _)) = uds {
         servers.spawn(router().serve_with_incoming_shutdown(
             UnixListenerStream::new(uds),
             stopped(shutdown_rx.clone()),
@@ -247,9 +334,6 @@ pub async fn serve(args: ServeArgs) -> Result<(), ServeError> {
             .await
     });
 
-    let mut sigterm = signal(SignalKind::terminate()).map_err(ServeError::Signals)?;
-    let mut sigint = signal(SignalKind::interrupt()).map_err(ServeError::Signals)?;
-    let mut sighup = signal(SignalKind::hangup()).map_err(ServeError::Signals)?;
     let failure = loop {
         tokio::select! {
             _ = sigterm.recv() => break None,
@@ -288,8 +372,8 @@ pub async fn serve(args: ServeArgs) -> Result<(), ServeError> {
     {
         tracing::warn!("grace period over; closing remaining connections");
     }
-    if let Some(path) = &args.uds {
-        let _ = std::fs::remove_file(path);
+    if let (Some(path), Some(id)) = (&args.uds, uds_identity) {
+        remove_own_socket(path, id);
     }
     match failure {
         Some(e) => Err(ServeError::Transport(e)),

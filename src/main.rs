@@ -136,9 +136,11 @@ fn serve(args: iamd::config::ServeArgs) -> ExitCode {
         }
     };
     let result: anyhow::Result<()> = runtime.block_on(async {
+        // First, so that a SIGHUP sent the moment iamd starts is a reload request.
+        let signals = iamd::app::Signals::install()?;
         let otlp = args.otlp();
         let _telemetry = iamd::telemetry::init(args.log_format, &args.log, otlp.as_deref())?;
-        iamd::app::serve(args).await?;
+        iamd::app::serve(args, signals).await?;
         Ok(())
     });
     match result {
