@@ -12,14 +12,14 @@ use std::time::Duration;
 use tokio::net::{TcpListener, UnixListener};
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::watch;
-use tokio_stream::wrappers::UnixListenerStream;
 use tonic_health::server::HealthReporter;
 use tonic_health::ServingStatus;
 
 use crate::config::ServeArgs;
 use crate::metrics::{self, Metrics};
 use crate::reload::{self, ReloadObserver, Reloaded, SnapshotCell, Trigger};
-use crate::server::{pb, AppState, AuthorizerService, EnvoyAuthorizer};
+use crate::server::listener::{self, ConnectionTable};
+use crate::server::{pb, AdmissionLayer, AppState, AuthorizerService, EnvoyAuthorizer};
 use crate::store::LoadError;
 
 type AuthorizerServer = pb::authorizer_server::AuthorizerServer<AuthorizerService>;
@@ -219,21 +219,31 @@ pub async fn serve(args: ServeArgs, signals: Signals) -> Result<(), ServeError> 
         .set_service_status("", ServingStatus::NotServing)
         .await;
 
+    let admission = args.admission()?;
+    let heavy = match args.max_heavy_decisions {
+        0 => std::thread::available_parallelism().map_or(2, usize::from),
+        n => n,
+    };
     let state = Arc::new(AppState {
         snapshots: cell.clone(),
         metrics: metrics.clone(),
         limits: args.limits(),
+        heavy: Arc::new(tokio::sync::Semaphore::new(heavy)),
     });
     let authorizer = AuthorizerService::new(state.clone());
-    // tonic's own limit backs up the friendlier check in the handlers.
-    let hard_limit = args.max_message_bytes.saturating_mul(2).max(4096);
+    // tonic's own limits back up the admission layer's.
     let authorizer_server = AuthorizerServer::new(authorizer.clone())
-        .max_decoding_message_size(hard_limit)
+        .max_decoding_message_size(admission.max_authorize_bytes)
         .max_encoding_message_size(64 << 20);
     let envoy_server = envoy_types::ext_authz::v3::pb::AuthorizationServer::new(
         EnvoyAuthorizer::new(state.clone(), envoy_config),
     )
-    .max_decoding_message_size(hard_limit.max(4 << 20));
+    .max_decoding_message_size(admission.max_check_bytes);
+    let admission_layer = AdmissionLayer::new(admission);
+    let keepalive = (args.keepalive_interval_secs > 0)
+        .then(|| Duration::from_secs(args.keepalive_interval_secs));
+    let keepalive_timeout = Duration::from_secs(args.keepalive_timeout_secs.max(1));
+    let max_streams = args.max_concurrent_streams.max(1);
     let reflection_v1 = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -246,6 +256,16 @@ pub async fn serve(args: ServeArgs, signals: Signals) -> Result<(), ServeError> 
         .map_err(|e| ServeError::Reflection(e.to_string()))?;
     let router = move || {
         tonic::transport::Server::builder()
+            .max_concurrent_streams(max_streams)
+            .http2_keepalive_interval(keepalive)
+            .http2_keepalive_timeout(Some(keepalive_timeout))
+            // HTTP/2 flow control bounds what a connection's unread streams
+            // can hold; the admission layer bounds what iamd reads.
+            .initial_stream_window_size(256 << 10)
+            .initial_connection_window_size(1 << 20)
+            .http2_max_header_list_size(16 << 10)
+            .http2_max_pending_accept_reset_streams(Some(64))
+            .layer(admission_layer.clone())
             .add_service(health_service.clone())
             .add_service(reflection_v1.clone())
             .add_service(reflection_v1alpha.clone())
@@ -271,9 +291,39 @@ pub async fn serve(args: ServeArgs, signals: Signals) -> Result<(), ServeError> 
         None => None,
         Some(path) => Some(bind_uds(path)?),
     };
+    // Connection limits leave descriptors for everything else iamd opens.
+    let descriptors = listener::raise_descriptor_limit();
+    let wanted = args.connection_limits();
+    let metrics_limits = listener::ConnectionLimits {
+        max_connections: listener::fit_to_descriptors(
+            args.metrics_max_connections.max(1),
+            0,
+            descriptors,
+        ),
+        idle_timeout: Duration::from_secs(60),
+        first_request_timeout: crate::server::metrics_http::HEADER_READ_TIMEOUT,
+    };
+    let grpc_listeners = if uds.is_some() { 2 } else { 1 };
+    let per_listener = listener::fit_to_descriptors(
+        wanted.max_connections.saturating_mul(grpc_listeners),
+        metrics_limits.max_connections,
+        descriptors,
+    ) / grpc_listeners;
+    let grpc_limits = listener::ConnectionLimits {
+        max_connections: per_listener.max(1),
+        ..wanted
+    };
+    let grpc_table = ConnectionTable::new("grpc", grpc_limits);
+    let uds_table = uds
+        .is_some()
+        .then(|| ConnectionTable::new("uds", grpc_limits));
+    let metrics_table = ConnectionTable::new("metrics", metrics_limits);
     tracing::info!(
         grpc_addr = %grpc_addr,
         metrics_addr = %metrics_addr,
+        descriptor_limit = descriptors,
+        max_connections = grpc_limits.max_connections,
+        metrics_max_connections = metrics_limits.max_connections,
         uds = args.uds.as_ref().map(|p| p.display().to_string()).unwrap_or_default(),
         store = %args.store.display(),
         "iamd listening"
@@ -301,14 +351,14 @@ pub async fn serve(args: ServeArgs, signals: Signals) -> Result<(), ServeError> 
     let _ = reload_tx.send(Trigger::Startup);
 
     let mut servers = tokio::task::JoinSet::new();
-    // TCP_NODELAY: a response written in several segments must not wait
-    // for the client's delayed ACK (tens of milliseconds on small RPCs).
-    let incoming = tonic::transport::server::TcpIncoming::from(grpc).with_nodelay(Some(true));
-    servers.spawn(router().serve_with_incoming_shutdown(incoming, stopped(shutdown_rx.clone())));
+    servers.spawn(router().serve_with_incoming_shutdown(
+        listener::incoming(grpc, grpc_table),
+        stopped(shutdown_rx.clone()),
+    ));
     let uds_identity = uds.as_ref().map(|(_, id)| *id);
-    if let Some((uds, _)) = uds {
+    if let (Some((uds, _)), Some(table)) = (uds, uds_table) {
         servers.spawn(router().serve_with_incoming_shutdown(
-            UnixListenerStream::new(uds),
+            listener::incoming(uds, table),
             stopped(shutdown_rx.clone()),
         ));
     }
@@ -327,12 +377,12 @@ pub async fn serve(args: ServeArgs, signals: Signals) -> Result<(), ServeError> 
             }
         }),
     );
-    let metrics_shutdown = stopped(shutdown_rx.clone());
-    let metrics_task = tokio::spawn(async move {
-        axum::serve(metrics_listener, metrics_app)
-            .with_graceful_shutdown(metrics_shutdown)
-            .await
-    });
+    let metrics_task = tokio::spawn(crate::server::metrics_http::serve(
+        metrics_listener,
+        metrics_table,
+        metrics_app,
+        stopped(shutdown_rx.clone()),
+    ));
 
     let failure = loop {
         tokio::select! {

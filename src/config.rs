@@ -6,8 +6,10 @@ use std::path::PathBuf;
 
 use clap::{Args, ValueEnum};
 
+use std::time::Duration;
+
 use crate::routes::ArnDefaults;
-use crate::server::{EnvoyConfig, Limits};
+use crate::server::{AdmissionConfig, ConnectionLimits, EnvoyConfig, Limits, ScanLimits};
 
 /// A configuration value that cannot work, with the flag it came from.
 #[derive(Debug, thiserror::Error)]
@@ -98,12 +100,113 @@ pub struct ServeArgs {
     #[arg(long, env = "IAMD_SPIFFE_ROLES")]
     pub spiffe_roles: Option<PathBuf>,
 
+    /// Longest an RPC may take before it fails with DEADLINE_EXCEEDED (a deny
+    /// for Envoy), in milliseconds; a caller's shorter `grpc-timeout` wins.
+    #[arg(long, env = "IAMD_REQUEST_TIMEOUT_MS", default_value_t = 2000)]
+    pub request_timeout_ms: u64,
+
+    /// Most decision RPCs (Authorize, AuthorizeBatch, Check) in flight at once;
+    /// past it, RESOURCE_EXHAUSTED at once.
+    #[arg(long, env = "IAMD_MAX_IN_FLIGHT", default_value_t = 1024)]
+    pub max_in_flight: usize,
+
+    /// Most request bytes the decision RPCs in flight may hold, in bytes.
+    #[arg(long, env = "IAMD_MAX_IN_FLIGHT_BYTES", default_value_t = 64 << 20)]
+    pub max_in_flight_bytes: usize,
+
+    /// Most batches and explanations decided at once, off the async threads
+    /// (0: one per core).
+    #[arg(long, env = "IAMD_MAX_HEAVY_DECISIONS", default_value_t = 0)]
+    pub max_heavy_decisions: usize,
+
+    /// Largest Envoy Check message, in bytes.
+    #[arg(long, env = "IAMD_MAX_CHECK_BYTES", default_value_t = 4 << 20)]
+    pub max_check_bytes: usize,
+
+    /// Most HTTP headers in one Envoy Check.
+    #[arg(long, env = "IAMD_MAX_CHECK_HEADERS", default_value_t = 256)]
+    pub max_check_headers: usize,
+
+    /// Most gRPC connections (TCP and Unix socket each); at the limit the
+    /// longest-idle one is closed to make room. Lowered to fit the file
+    /// descriptor limit.
+    #[arg(long, env = "IAMD_MAX_CONNECTIONS", default_value_t = 1024)]
+    pub max_connections: usize,
+
+    /// Most concurrent HTTP/2 streams on one gRPC connection.
+    #[arg(long, env = "IAMD_MAX_CONCURRENT_STREAMS", default_value_t = 100)]
+    pub max_concurrent_streams: u32,
+
+    /// Close a gRPC connection with no request in flight for this long, in seconds.
+    #[arg(long, env = "IAMD_IDLE_TIMEOUT_SECS", default_value_t = 300)]
+    pub idle_timeout_secs: u64,
+
+    /// Close a connection that has begun no request this long after it was
+    /// accepted (it never spoke, or trickles its headers), in seconds.
+    #[arg(long, env = "IAMD_FIRST_REQUEST_TIMEOUT_SECS", default_value_t = 10)]
+    pub first_request_timeout_secs: u64,
+
+    /// HTTP/2 keepalive: ping a gRPC client this often, in seconds (0: off).
+    #[arg(long, env = "IAMD_KEEPALIVE_INTERVAL_SECS", default_value_t = 30)]
+    pub keepalive_interval_secs: u64,
+
+    /// HTTP/2 keepalive: close the connection if a ping is not answered within this, in seconds.
+    #[arg(long, env = "IAMD_KEEPALIVE_TIMEOUT_SECS", default_value_t = 10)]
+    pub keepalive_timeout_secs: u64,
+
+    /// Most connections to the metrics listener.
+    #[arg(long, env = "IAMD_METRICS_MAX_CONNECTIONS", default_value_t = 32)]
+    pub metrics_max_connections: usize,
+
     /// On SIGTERM/SIGINT, how long in-flight RPCs may take to finish, in seconds.
     #[arg(long, env = "IAMD_SHUTDOWN_GRACE_SECS", default_value_t = 10)]
     pub shutdown_grace_secs: u64,
 }
 
 impl ServeArgs {
+    /// What the admission layer enforces. Its size limits stand behind the
+    /// handlers' friendlier checks: twice the message limit, and twice the
+    /// counts, so a request a little over a limit still gets the handler's
+    /// precise message while a hostile one never reaches the decoder.
+    pub fn admission(&self) -> Result<AdmissionConfig, ConfigError> {
+        let hard = self.max_message_bytes.saturating_mul(2).max(4096);
+        let check = self.max_check_bytes.max(hard);
+        if self.max_in_flight_bytes < check.max(hard) + 5 {
+            return Err(ConfigError(format!(
+                "--max-in-flight-bytes {} is smaller than one largest request ({} bytes)",
+                self.max_in_flight_bytes,
+                check.max(hard) + 5
+            )));
+        }
+        if self.request_timeout_ms == 0 {
+            return Err(ConfigError("--request-timeout-ms must be above 0".into()));
+        }
+        Ok(AdmissionConfig {
+            request_timeout: Duration::from_millis(self.request_timeout_ms),
+            max_in_flight: self.max_in_flight.max(1),
+            max_in_flight_bytes: self.max_in_flight_bytes,
+            max_authorize_bytes: hard,
+            max_check_bytes: check,
+            scan: ScanLimits {
+                batch_requests: self.max_batch.saturating_mul(2),
+                context_keys: self.max_context_keys.saturating_mul(2),
+                context_values: self.max_context_values.saturating_mul(2),
+                headers: self.max_check_headers,
+                extensions: 256,
+                unread_field_bytes: 64 << 10,
+            },
+        })
+    }
+
+    /// Limits of the gRPC listeners, before fitting them to the descriptors.
+    pub fn connection_limits(&self) -> ConnectionLimits {
+        ConnectionLimits {
+            max_connections: self.max_connections.max(1),
+            idle_timeout: Duration::from_secs(self.idle_timeout_secs.max(1)),
+            first_request_timeout: Duration::from_secs(self.first_request_timeout_secs.max(1)),
+        }
+    }
+
     pub fn limits(&self) -> Limits {
         Limits {
             max_message_bytes: self.max_message_bytes,

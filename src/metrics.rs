@@ -215,6 +215,7 @@ impl Metrics {
         counter!("iamd_reloads_total", "result" => "failure").absolute(0);
         gauge!("iamd_snapshot_revision").set(0.0);
         gauge!("iamd_snapshot_loaded").set(0.0);
+        describe_admission();
         let mut decisions = Vec::new();
         let mut rejected = Vec::new();
         let mut decision_latency = Vec::new();
@@ -291,6 +292,62 @@ pub fn snapshot_loaded(revision: u64, stats: Stats, at_unix: f64) {
     gauge!("iamd_snapshot_policies").set(stats.policies as f64);
     gauge!("iamd_snapshot_statements").set(stats.statements as f64);
     gauge!("iamd_last_reload_success_timestamp_seconds").set(at_unix);
+}
+
+/// The listener and admission series: what was refused or closed to keep
+/// iamd within its limits.
+fn describe_admission() {
+    metrics::describe_gauge!(
+        "iamd_connections_open",
+        "Connections open, by listener (grpc, uds, metrics)."
+    );
+    metrics::describe_counter!(
+        "iamd_connections_refused_total",
+        "Connections refused at the connection limit (every open one busy), by listener."
+    );
+    metrics::describe_counter!(
+        "iamd_connections_evicted_total",
+        "Idle connections closed to make room at the connection limit, by listener."
+    );
+    metrics::describe_counter!(
+        "iamd_accept_exhausted_total",
+        "Accepts that failed for lack of file descriptors or memory (then backed off), by listener."
+    );
+    metrics::describe_counter!(
+        "iamd_admission_rejected_total",
+        "Decision RPCs refused before a handler ran or cut off by their deadline, by reason."
+    );
+    for listener in ["grpc", "uds", "metrics"] {
+        gauge!("iamd_connections_open", "listener" => listener).set(0.0);
+        counter!("iamd_connections_refused_total", "listener" => listener).absolute(0);
+        counter!("iamd_connections_evicted_total", "listener" => listener).absolute(0);
+        counter!("iamd_accept_exhausted_total", "listener" => listener).absolute(0);
+    }
+    for reason in ADMISSION_REASONS {
+        counter!("iamd_admission_rejected_total", "reason" => reason).absolute(0);
+    }
+}
+
+/// Why the admission layer refused a decision RPC.
+pub const ADMISSION_REASONS: [&str; 5] =
+    ["in_flight", "too_large", "malformed", "deadline", "limits"];
+
+pub fn admission_rejected(reason: &'static str) {
+    counter!("iamd_admission_rejected_total", "reason" => reason).increment(1);
+}
+
+pub fn accept_exhausted(listener: &'static str) {
+    counter!("iamd_accept_exhausted_total", "listener" => listener).increment(1);
+}
+
+pub fn connections(listener: &'static str, open: usize, refused: bool, evicted: bool) {
+    gauge!("iamd_connections_open", "listener" => listener).set(open as f64);
+    if refused {
+        counter!("iamd_connections_refused_total", "listener" => listener).increment(1);
+    }
+    if evicted {
+        counter!("iamd_connections_evicted_total", "listener" => listener).increment(1);
+    }
 }
 
 /// Records a rejected store.

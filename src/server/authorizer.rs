@@ -5,9 +5,10 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use tonic::{Request, Response, Status};
+use tracing::Instrument as _;
 
 use super::convert::{check_size, parse_batch, parse_request, OwnedRequest};
-use super::{pb, to_status, ApiError, AppState};
+use super::{pb, to_status, ApiError, AppState, Deadline};
 use crate::engine::{self, DecisionKind, Explanation, TypeDecision};
 use crate::metrics::Api;
 use crate::reload::Served;
@@ -145,6 +146,67 @@ fn explanation_to_pb(x: &Explanation) -> pb::Explanation {
     }
 }
 
+/// Batches larger than this, and explanations, run on a blocking thread.
+const INLINE_BATCH: usize = 8;
+
+impl AuthorizerService {
+    /// Runs expensive work (big batches, explanations) on a blocking thread,
+    /// at most `AppState::heavy` at once, so the async threads stay free for
+    /// health checks and cheap decisions. Waiting for a slot counts against
+    /// the RPC's deadline.
+    async fn off_the_reactor<R: Send + 'static>(
+        &self,
+        deadline: Option<Deadline>,
+        work: impl FnOnce(&AuthorizerService) -> Result<R, ApiError> + Send + 'static,
+    ) -> Result<R, ApiError> {
+        let slot = self.state.heavy.clone().acquire_owned();
+        let slot = match deadline {
+            Some(d) => tokio::time::timeout_at(d.0.into(), slot).await.map_err(|_| {
+                ApiError::DeadlineExceeded(
+                    "iamd is busy with other batches and explanations; none finished within the deadline"
+                        .into(),
+                )
+            })?,
+            None => slot.await,
+        }
+        .map_err(|_| ApiError::Internal("iamd is shutting down".into()))?;
+        let me = self.clone();
+        let span = tracing::Span::current();
+        tokio::task::spawn_blocking(move || {
+            let _slot = slot;
+            span.in_scope(|| work(&me))
+        })
+        .await
+        .map_err(|e| ApiError::Internal(format!("the decision task failed: {e}")))?
+    }
+
+    fn decide_batch(
+        &self,
+        reqs: &[OwnedRequest],
+        deadline: Option<Deadline>,
+    ) -> Result<pb::AuthorizeBatchResponse, ApiError> {
+        // Every request of the batch is decided on the same snapshot.
+        self.with_snapshot(|served| {
+            let mut responses = Vec::with_capacity(reqs.len());
+            for r in reqs {
+                if deadline.is_some_and(|d| d.passed()) {
+                    return Err(ApiError::DeadlineExceeded(format!(
+                        "the batch was not decided within its deadline ({} of {} done); no answer is given for any of it",
+                        responses.len(),
+                        reqs.len()
+                    )));
+                }
+                responses.push(self.decide(served, r, Api::AuthorizeBatch)?);
+            }
+            tracing::Span::current().record("revision", served.revision);
+            Ok(pb::AuthorizeBatchResponse {
+                responses,
+                revision: served.revision,
+            })
+        })
+    }
+}
+
 #[tonic::async_trait]
 impl pb::authorizer_server::Authorizer for AuthorizerService {
     async fn authorize(
@@ -158,16 +220,28 @@ impl pb::authorizer_server::Authorizer for AuthorizerService {
             decision = tracing::field::Empty,
             revision = tracing::field::Empty
         );
-        let result = span.in_scope(|| {
+        let deadline = request.extensions().get::<Deadline>().copied();
+        let parsed = span.in_scope(|| {
             let msg = request.into_inner();
             check_size(&msg, &self.state.limits)?;
-            let req = parse_request(msg, &self.state.limits, "")?;
-            let resp = self.with_snapshot(|served| self.decide(served, &req, Api::Authorize))?;
+            parse_request(msg, &self.state.limits, "")
+        });
+        let decide = |me: &AuthorizerService, req: &OwnedRequest| {
+            let resp = me.with_snapshot(|served| me.decide(served, req, Api::Authorize))?;
             let span = tracing::Span::current();
             span.record("decision", resp.decision().as_str_name());
             span.record("revision", resp.revision);
             Ok(resp)
-        });
+        };
+        let result = match parsed {
+            Err(e) => Err(e),
+            Ok(req) if req.explain => {
+                self.off_the_reactor(deadline, move |me| decide(me, &req))
+                    .instrument(span)
+                    .await
+            }
+            Ok(req) => span.in_scope(|| decide(self, &req)),
+        };
         self.finish(Api::Authorize, start, result)
     }
 
@@ -182,24 +256,23 @@ impl pb::authorizer_server::Authorizer for AuthorizerService {
             batch_size = tracing::field::Empty,
             revision = tracing::field::Empty
         );
-        let result = span.in_scope(|| {
+        let deadline = request.extensions().get::<Deadline>().copied();
+        let parsed = span.in_scope(|| {
             let msg = request.into_inner();
             check_size(&msg, &self.state.limits)?;
             let reqs = parse_batch(msg, &self.state.limits)?;
             tracing::Span::current().record("batch_size", reqs.len());
-            // Every request of the batch is decided on the same snapshot.
-            self.with_snapshot(|served| {
-                let responses = reqs
-                    .iter()
-                    .map(|r| self.decide(served, r, Api::AuthorizeBatch))
-                    .collect::<Result<Vec<_>, _>>()?;
-                tracing::Span::current().record("revision", served.revision);
-                Ok(pb::AuthorizeBatchResponse {
-                    responses,
-                    revision: served.revision,
-                })
-            })
+            Ok(reqs)
         });
+        let result = match parsed {
+            Err(e) => Err(e),
+            Ok(reqs) if reqs.len() > INLINE_BATCH || reqs.iter().any(|r| r.explain) => {
+                self.off_the_reactor(deadline, move |me| me.decide_batch(&reqs, deadline))
+                    .instrument(span)
+                    .await
+            }
+            Ok(reqs) => span.in_scope(|| self.decide_batch(&reqs, deadline)),
+        };
         self.finish(Api::AuthorizeBatch, start, result)
     }
 }

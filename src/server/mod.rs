@@ -1,16 +1,23 @@
 //! The gRPC adapters: iamd's own `Authorizer` service, Envoy's ext_authz
 //! `Check`, health and reflection, all over one tonic router.
 
+pub mod admission;
 mod authorizer;
 pub mod codec;
 mod convert;
 mod envoy;
+pub mod listener;
+pub mod metrics_http;
+pub mod wire;
 
 use std::sync::Arc;
 
+pub use admission::{AdmissionConfig, AdmissionLayer, Deadline};
 pub use authorizer::AuthorizerService;
 pub use convert::Limits;
 pub use envoy::{EnvoyAuthorizer, EnvoyConfig};
+pub use listener::{ConnectionLimits, ConnectionTable};
+pub use wire::ScanLimits;
 
 use crate::metrics::Metrics;
 use crate::reload::SnapshotCell;
@@ -37,6 +44,8 @@ pub struct AppState {
     pub snapshots: Arc<SnapshotCell>,
     pub metrics: Arc<Metrics>,
     pub limits: Limits,
+    /// Batches and explanations run on blocking threads, this many at once.
+    pub heavy: Arc<tokio::sync::Semaphore>,
 }
 
 /// Why an RPC was refused before (or instead of) a decision.
@@ -48,6 +57,8 @@ pub enum ApiError {
     NoSnapshot,
     #[error("internal error: {0}")]
     Internal(String),
+    #[error("{0}")]
+    DeadlineExceeded(String),
 }
 
 impl From<crate::engine::RequestError> for ApiError {
@@ -65,5 +76,6 @@ pub fn to_status(e: &ApiError) -> tonic::Status {
         }
         ApiError::NoSnapshot => tonic::Status::unavailable(e.to_string()),
         ApiError::Internal(_) => tonic::Status::internal(e.to_string()),
+        ApiError::DeadlineExceeded(m) => tonic::Status::deadline_exceeded(m.clone()),
     }
 }

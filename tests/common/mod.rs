@@ -49,7 +49,12 @@ pub fn write_atomic(path: &Path, text: &str) {
 
 impl Iamd {
     pub fn start(store: &Path, extra: &[&str]) -> Iamd {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_iamd"))
+        Iamd::start_with(Path::new(env!("CARGO_BIN_EXE_iamd")), store, extra)
+    }
+
+    /// Starts iamd through `program` (a wrapper script that sets limits, say).
+    pub fn start_with(program: &Path, store: &Path, extra: &[&str]) -> Iamd {
+        let mut child = Command::new(program)
             .args(["serve", "--store"])
             .arg(store)
             .args([

@@ -1,0 +1,317 @@
+//! Hostile clients against the running binary: requests that would decode
+//! into far more memory than they weigh, half-sent and silent connections,
+//! idle floods past the descriptor limit, and expensive work that must not
+//! starve health checks. Each case once broke iamd (issue 11).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use common::{example_store, request, Iamd};
+use iamd::server::pb;
+use tonic::Code;
+
+const ALICE: &str = "arn:aws:iam::111122223333:user/alice";
+const HELLO: &str = "arn:aws:lambda:us-east-1:111122223333:function:HelloWorld";
+
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let after = &stat[stat.rfind(')').unwrap() + 2..];
+    let f: Vec<&str> = after.split_whitespace().collect();
+    f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
+}
+
+async fn health_ok(iamd: &Iamd) -> Duration {
+    let start = Instant::now();
+    let mut health = tonic_health::pb::health_client::HealthClient::new(iamd.channel().await);
+    let s = health
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(s.status, 1, "SERVING");
+    start.elapsed()
+}
+
+/// A raw unary gRPC call with hand-made message bytes.
+async fn raw_call(iamd: &Iamd, path: &'static str, message: Vec<u8>) -> tonic::Status {
+    #[derive(Clone, Default)]
+    struct Raw(Vec<u8>);
+    impl prost::Message for Raw {
+        fn encode_raw(&self, buf: &mut impl bytes::BufMut) {
+            buf.put_slice(&self.0);
+        }
+        fn merge_field(
+            &mut self,
+            tag: u32,
+            wire_type: prost::encoding::WireType,
+            buf: &mut impl bytes::Buf,
+            ctx: prost::encoding::DecodeContext,
+        ) -> Result<(), prost::DecodeError> {
+            prost::encoding::skip_field(wire_type, tag, buf, ctx)
+        }
+        fn encoded_len(&self) -> usize {
+            self.0.len()
+        }
+        fn clear(&mut self) {
+            self.0.clear();
+        }
+    }
+    impl std::fmt::Debug for Raw {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "Raw({} bytes)", self.0.len())
+        }
+    }
+    let mut grpc = tonic::client::Grpc::new(iamd.channel().await)
+        .max_encoding_message_size(64 << 20)
+        .max_decoding_message_size(64 << 20);
+    grpc.ready().await.unwrap();
+    grpc.unary::<Raw, Raw, _>(
+        tonic::Request::new(Raw(message)),
+        tonic::codegen::http::uri::PathAndQuery::from_static(path),
+        tonic_prost::ProstCodec::default(),
+    )
+    .await
+    .unwrap_err()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_are_refused_before_they_cost_more_than_their_size() {
+    let iamd = Iamd::start_loaded(&example_store(), &["--max-message-bytes", "4194304"]);
+    let before = rss_kib(iamd.pid());
+    // 1,000,000 empty AuthorizeRequests: 2 MB on the wire, ~240 MB decoded.
+    for _ in 0..8 {
+        let e = raw_call(
+            &iamd,
+            "/iamd.v1.Authorizer/AuthorizeBatch",
+            [0x0a, 0x00].repeat(1_000_000),
+        )
+        .await;
+        assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+        assert!(
+            e.message().contains("refused before decoding"),
+            "{}",
+            e.message()
+        );
+        assert!(
+            e.message()
+                .contains("AuthorizeBatchRequest.requests has more than 2000"),
+            "{}",
+            e.message()
+        );
+    }
+    // A Check of 4 MiB of empty headers (a map entry is 2 bytes).
+    let mut http = Vec::new();
+    for _ in 0..1_000_000 {
+        http.extend_from_slice(&[0x1a, 0x00]);
+    }
+    let nest = |field: u8, inner: &[u8]| {
+        let mut out = vec![field];
+        let mut len = inner.len();
+        loop {
+            let b = (len & 0x7f) as u8;
+            len >>= 7;
+            if len == 0 {
+                out.push(b);
+                break;
+            }
+            out.push(b | 0x80);
+        }
+        out.extend_from_slice(inner);
+        out
+    };
+    let check = nest(0x0a, &nest(0x22, &nest(0x12, &http)));
+    let e = raw_call(&iamd, "/envoy.service.auth.v3.Authorization/Check", check).await;
+    assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+    assert!(
+        e.message().contains("headers has more than 256"),
+        "{}",
+        e.message()
+    );
+    let after = rss_kib(iamd.pid());
+    assert!(
+        after < before + 64 * 1024,
+        "resident memory grew from {before} KiB to {after} KiB"
+    );
+    health_ok(&iamd).await;
+}
+
+/// Expensive requests run beside health checks and cheap decisions, never
+/// in front of them, and a deadline bounds them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expensive_requests_do_not_starve_health_and_meet_their_deadline() {
+    let iamd = Iamd::start_loaded(&example_store(), &["--request-timeout-ms", "3000"]);
+    let batch = pb::AuthorizeBatchRequest {
+        requests: vec![
+            pb::AuthorizeRequest {
+                explain: true,
+                ..request(ALICE, "lambda:InvokeFunction", HELLO, &[])
+            };
+            1000
+        ],
+    };
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut load = Vec::new();
+    for _ in 0..6 {
+        let mut client = iamd.client().await;
+        let batch = batch.clone();
+        let stop = stop.clone();
+        load.push(tokio::spawn(async move {
+            let mut done = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                match client.authorize_batch(batch.clone()).await {
+                    Ok(_) => done += 1,
+                    Err(e) => assert!(
+                        matches!(e.code(), Code::DeadlineExceeded | Code::ResourceExhausted),
+                        "{e:?}"
+                    ),
+                }
+            }
+            done
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut worst = Duration::ZERO;
+    let mut client = iamd.client().await;
+    for _ in 0..40 {
+        worst = worst.max(health_ok(&iamd).await);
+        let start = Instant::now();
+        let r = client
+            .authorize(request(ALICE, "lambda:ListFunctions", "*", &[]))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(r.decision(), pb::Decision::Allow);
+        worst = worst.max(start.elapsed());
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut batches = 0;
+    for l in load {
+        batches += l.await.unwrap();
+    }
+    assert!(batches > 0, "the batches ran too");
+    // Generous for a shared 2-core CI machine; typically a few milliseconds.
+    assert!(
+        worst < Duration::from_millis(500),
+        "a cheap call took {worst:?} behind the batches"
+    );
+
+    // A deadline shorter than the work: DEADLINE_EXCEEDED, never a partial answer.
+    let quick = Iamd::start_loaded(&example_store(), &["--request-timeout-ms", "1"]);
+    let e = quick
+        .client()
+        .await
+        .authorize_batch(batch.clone())
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::DeadlineExceeded, "{e:?}");
+}
+
+/// Silent and slow connections are closed; an idle flood past the connection
+/// and descriptor limits neither spins iamd nor locks out health and metrics.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_slow_and_idle_connections_cannot_hold_iamd() {
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("iamd-256.sh");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\nulimit -n 256\nexec {} \"$@\"\n",
+            env!("CARGO_BIN_EXE_iamd")
+        ),
+    )
+    .unwrap();
+    let mut perms = std::fs::metadata(&script).unwrap().permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o755);
+    std::fs::set_permissions(&script, perms).unwrap();
+    let iamd = Iamd::start_with(
+        &script,
+        &example_store(),
+        &["--first-request-timeout-secs", "2"],
+    );
+    iamd.wait_for_log(Duration::from_secs(30), |v| {
+        v["fields"]["message"] == "store loaded"
+    })
+    .unwrap();
+
+    // 371 idle connections under a 256-descriptor limit.
+    let mut idle = Vec::new();
+    for _ in 0..371 {
+        if let Ok(s) = TcpStream::connect(iamd.grpc) {
+            idle.push(s);
+        }
+    }
+    let ticks = cpu_ticks(iamd.pid());
+    let start = Instant::now();
+    for _ in 0..10 {
+        health_ok(&iamd).await;
+        assert!(iamd.metrics_text().contains("iamd_connections_open"));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let used = (cpu_ticks(iamd.pid()) - ticks) as f64 / 100.0;
+    let elapsed = start.elapsed().as_secs_f64();
+    assert!(
+        used < elapsed * 0.5,
+        "iamd used {used:.2} s of CPU in {elapsed:.2} s: spinning"
+    );
+
+    // A client that connects and never speaks is closed after the first-request timeout.
+    let mut silent = TcpStream::connect(iamd.grpc).unwrap();
+    silent
+        .set_read_timeout(Some(Duration::from_secs(15)))
+        .unwrap();
+    let started = Instant::now();
+    let mut buf = [0u8; 256];
+    loop {
+        match silent.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(_) => continue, // the server's SETTINGS frame
+        }
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "closed after {:?}",
+        started.elapsed()
+    );
+
+    // Slowloris on /metrics: a request whose headers never end is closed.
+    let mut slow = TcpStream::connect(iamd.metrics).unwrap();
+    slow.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n")
+        .unwrap();
+    slow.set_read_timeout(Some(Duration::from_secs(15)))
+        .unwrap();
+    let started = Instant::now();
+    let _ = slow.read(&mut buf);
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "closed after {:?}",
+        started.elapsed()
+    );
+    let samples = common::parse_prometheus(&iamd.metrics_text());
+    let evicted = common::sample(
+        &samples,
+        "iamd_connections_evicted_total",
+        &[("listener", "grpc")],
+    )
+    .unwrap();
+    assert!(
+        evicted >= 100.0,
+        "idle connections were evicted to make room: {evicted}"
+    );
+    drop(idle);
+}
