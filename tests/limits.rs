@@ -315,3 +315,78 @@ async fn silent_slow_and_idle_connections_cannot_hold_iamd() {
     );
     drop(idle);
 }
+
+/// Streams that send their headers and a little of a large message, then
+/// stall, hold only what they sent, and only until their deadline; the
+/// server advertises a stream limit and keeps answering others.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn half_sent_streams_hold_bounded_memory_until_their_deadline() {
+    let iamd = Iamd::start_loaded(
+        &example_store(),
+        &[
+            "--request-timeout-ms",
+            "1500",
+            "--max-message-bytes",
+            "4194304",
+        ],
+    );
+    let before = rss_kib(iamd.pid());
+    let tcp = tokio::net::TcpStream::connect(iamd.grpc).await.unwrap();
+    let (client, connection) = h2::client::handshake(tcp).await.unwrap();
+    tokio::spawn(connection);
+    let mut client = client.ready().await.unwrap();
+    let mut streams = Vec::new();
+    let mut refused = 0;
+    for i in 0..200 {
+        let path = if i % 2 == 0 {
+            "/iamd.v1.Authorizer/AuthorizeBatch"
+        } else {
+            "/envoy.service.auth.v3.Authorization/Check"
+        };
+        let req = http::Request::post(format!("http://{}{path}", iamd.grpc))
+            .header("content-type", "application/grpc")
+            .header("te", "trailers")
+            .body(())
+            .unwrap();
+        client = match client.ready().await {
+            Ok(c) => c,
+            Err(_) => break,
+        };
+        match client.send_request(req, false) {
+            Ok((response, mut body)) => {
+                // A 5-byte frame header claiming 4 MiB, then 64 KiB of it.
+                let mut data = vec![0u8, 0x00, 0x40, 0x00, 0x00];
+                data.extend(std::iter::repeat_n(0x0a, 64 << 10));
+                let _ = body.send_data(data.into(), false);
+                streams.push((response, body));
+            }
+            Err(_) => refused += 1,
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let during = rss_kib(iamd.pid());
+    health_ok(&iamd).await;
+    // Every stalled stream ends with DEADLINE_EXCEEDED (or was never admitted).
+    let mut deadline_exceeded = 0;
+    for (response, _body) in streams {
+        let Ok(Ok(r)) = tokio::time::timeout(Duration::from_secs(10), response).await else {
+            continue;
+        };
+        let status = r
+            .headers()
+            .get("grpc-status")
+            .map(|v| v.to_str().unwrap().to_owned());
+        if status.as_deref() == Some("4") {
+            deadline_exceeded += 1;
+        }
+    }
+    assert!(
+        deadline_exceeded >= 50,
+        "{deadline_exceeded} streams timed out, {refused} refused"
+    );
+    assert!(
+        during < before + 96 * 1024,
+        "100 stalled streams raised resident memory from {before} KiB to {during} KiB"
+    );
+    health_ok(&iamd).await;
+}
