@@ -15,6 +15,8 @@ use iamd::server::pb::{self, ContextValues};
 use serde_json::Value;
 use tonic::transport::Channel;
 
+pub mod hostile;
+
 pub struct Iamd {
     child: Child,
     pub grpc: SocketAddr,
