@@ -6,7 +6,8 @@
 //! path and swaps it in; a store that fails validation is rejected whole and
 //! the last good snapshot keeps serving. Watcher callbacks and SIGHUP only
 //! send on a channel; one task debounces, rebuilds and swaps, so reloads
-//! never overlap.
+//! never overlap. A load is kept only if the tree did not change while it
+//! was read (a fingerprint taken before and after).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -17,7 +18,13 @@ use notify::{RecursiveMode, Watcher};
 use tokio::sync::mpsc;
 
 use crate::engine::{Snapshot, Stats};
+use crate::store::fingerprint::Fingerprint;
 use crate::store::{self, LoadError};
+
+/// Loads of a tree that changed while it was read are tried this many times
+/// in all, waiting [`SETTLE_BACKOFF`] (doubling) in between.
+const SETTLE_ATTEMPTS: u32 = 5;
+const SETTLE_BACKOFF: Duration = Duration::from_millis(25);
 
 /// A compiled store and when it began serving.
 #[derive(Debug)]
@@ -56,8 +63,22 @@ impl SnapshotCell {
 
     /// Loads, validates and compiles the store, then swaps it in. Blocking:
     /// call it off the async runtime's worker threads.
+    ///
+    /// A tree that changed while it was read (a file added, removed or
+    /// rewritten, the directory replaced) is read again, a few times with a
+    /// short backoff; if it never holds still the attempt fails and the last
+    /// good snapshot keeps serving.
     pub fn reload(&self, dir: &Path) -> Result<Reloaded, LoadError> {
-        let loaded = store::load(dir)?;
+        self.reload_with(dir, Fingerprint::of)
+    }
+
+    /// [`SnapshotCell::reload`], with the fingerprint taken by `fingerprint`.
+    fn reload_with(
+        &self,
+        dir: &Path,
+        mut fingerprint: impl FnMut(&Path) -> Result<Fingerprint, LoadError>,
+    ) -> Result<Reloaded, LoadError> {
+        let loaded = load_settled(dir, &mut fingerprint)?;
         let warnings = loaded.findings.len();
         let snapshot = Snapshot::compile_owned(loaded.store);
         let stats = snapshot.stats();
@@ -75,6 +96,39 @@ impl SnapshotCell {
             warnings,
         })
     }
+}
+
+/// Loads the store, insisting that its fingerprint is the same before and
+/// after the load.
+fn load_settled(
+    dir: &Path,
+    fingerprint: &mut impl FnMut(&Path) -> Result<Fingerprint, LoadError>,
+) -> Result<store::Loaded, LoadError> {
+    let mut backoff = SETTLE_BACKOFF;
+    for attempt in 1..=SETTLE_ATTEMPTS {
+        let before = fingerprint(dir)?;
+        let loaded = store::load(dir);
+        // A tree that went away under the load changed too: the next
+        // attempt's first fingerprint reports it missing.
+        if fingerprint(dir).is_ok_and(|after| after == before) {
+            return loaded;
+        }
+        tracing::debug!(
+            store = %dir.display(),
+            attempt,
+            "the store changed while it was read; reading it again"
+        );
+        if attempt < SETTLE_ATTEMPTS {
+            std::thread::sleep(backoff);
+            backoff = backoff.saturating_mul(2);
+        }
+    }
+    Err(LoadError::Dir {
+        path: dir.to_owned(),
+        source: std::io::Error::other(format!(
+            "the store changed while it was read, {SETTLE_ATTEMPTS} times in a row; it is read again on the next change"
+        )),
+    })
 }
 
 /// Why a reload was asked for.
@@ -174,5 +228,102 @@ mod tests {
         assert_eq!(served.snapshot.stats().statements, 1);
         std::fs::remove_file(dir.path().join("g.json")).unwrap();
         assert_eq!(cell.reload(dir.path()).unwrap().revision, 3);
+    }
+
+    fn function_policy(effect: &str, function: &str) -> String {
+        format!(
+            r#"{{"Policy": {{"Version": "2012-10-17", "Statement": [{{"Effect": "{effect}", "Principal": "*",
+            "Action": "lambda:InvokeFunction", "Resource": "arn:aws:lambda:us-east-1:111122223333:function:{function}"}}]}}}}"#
+        )
+    }
+
+    #[test]
+    fn a_tree_half_deleted_while_read_is_read_again_not_kept() {
+        // Two files, and a "deployment" that deletes one just as the load
+        // starts and puts it back (a new inode) just before the load ends:
+        // the first attempt reads one file, sees the tree changed, and reads
+        // it again whole.
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (dir.path().join("a.json"), dir.path().join("b.json"));
+        std::fs::write(&a, function_policy("Allow", "f")).unwrap();
+        std::fs::write(&b, function_policy("Deny", "g")).unwrap();
+        let cell = SnapshotCell::new();
+        let mut calls = 0;
+        let reloaded = cell
+            .reload_with(dir.path(), |d| {
+                calls += 1;
+                let fp = Fingerprint::of(d);
+                match calls {
+                    1 => std::fs::remove_file(&b).unwrap(),
+                    2 => std::fs::write(&b, function_policy("Deny", "g")).unwrap(),
+                    _ => {}
+                }
+                fp
+            })
+            .unwrap();
+        assert_eq!(
+            reloaded.stats.statements, 2,
+            "the whole tree, not the half read"
+        );
+        assert_eq!(calls, 4, "two attempts, two fingerprints each");
+        assert_eq!(reloaded.revision, 1);
+        assert_eq!(cell.load().as_ref().unwrap().snapshot.stats().statements, 2);
+    }
+
+    #[test]
+    fn a_tree_that_never_holds_still_is_rejected_and_the_last_good_one_serves() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("f.json");
+        std::fs::write(&f, function_policy("Allow", "f")).unwrap();
+        let cell = SnapshotCell::new();
+        assert_eq!(cell.reload(dir.path()).unwrap().revision, 1);
+
+        // Every load is followed by a rewrite before its second fingerprint.
+        let mut calls = 0u32;
+        let err = cell
+            .reload_with(dir.path(), |d| {
+                calls += 1;
+                if calls % 2 == 0 {
+                    let effect = if calls % 4 == 0 { "Deny" } else { "Allow" };
+                    let tmp = d.join("f.tmp");
+                    std::fs::write(&tmp, function_policy(effect, "f")).unwrap();
+                    std::fs::rename(&tmp, d.join("f.json")).unwrap();
+                }
+                Fingerprint::of(d)
+            })
+            .unwrap_err();
+        assert_eq!(calls, 2 * SETTLE_ATTEMPTS);
+        assert!(
+            err.to_string().contains("changed while it was read"),
+            "{err}"
+        );
+        let served = cell.load();
+        assert_eq!(served.as_ref().unwrap().revision, 1);
+
+        // Once it holds still, it loads.
+        assert_eq!(cell.reload(dir.path()).unwrap().revision, 2);
+    }
+
+    #[test]
+    fn a_store_that_went_away_while_read_is_not_kept() {
+        let parent = tempfile::tempdir().unwrap();
+        let dir = parent.path().join("store");
+        std::fs::create_dir(&dir).unwrap();
+        std::fs::write(dir.join("f.json"), function_policy("Allow", "f")).unwrap();
+        let cell = SnapshotCell::new();
+        let mut calls = 0;
+        let err = cell
+            .reload_with(&dir, |d| {
+                calls += 1;
+                let fp = Fingerprint::of(d);
+                if calls == 1 {
+                    std::fs::remove_dir_all(d).unwrap();
+                }
+                fp
+            })
+            .unwrap_err();
+        assert!(matches!(err, LoadError::Dir { .. }), "{err}");
+        assert_eq!(calls, 3, "the second attempt finds it missing");
+        assert!(cell.load().is_none());
     }
 }
