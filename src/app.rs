@@ -205,7 +205,10 @@ pub async fn serve(args: ServeArgs) -> Result<(), ServeError> {
     let (reload_tx, _reload_task) = reload::spawn_reloader(
         cell.clone(),
         args.store.clone(),
-        Duration::from_millis(args.reload_debounce_ms),
+        reload::Timing {
+            debounce: Duration::from_millis(args.reload_debounce_ms),
+            max_wait: Duration::from_millis(args.reload_max_wait_ms),
+        },
         observer,
     )
     .map_err(|source| ServeError::Watch {

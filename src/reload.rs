@@ -16,6 +16,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use arc_swap::ArcSwapOption;
 use notify::{RecursiveMode, Watcher};
 use tokio::sync::mpsc;
+use tokio::time::Instant;
 
 use crate::engine::{Snapshot, Stats};
 use crate::store::fingerprint::Fingerprint;
@@ -144,12 +145,48 @@ pub trait ReloadObserver: Send + Sync + 'static {
     fn reloaded(&self, result: &Result<Reloaded, LoadError>, trigger: Trigger);
 }
 
+/// How the reloader paces itself.
+#[derive(Debug, Clone, Copy)]
+pub struct Timing {
+    /// Quiet time after a change before reloading.
+    pub debounce: Duration,
+    /// Longest a change waits for its reload while changes keep coming.
+    pub max_wait: Duration,
+}
+
+/// Waits until changes stop arriving for `debounce`, but no longer than
+/// `max_wait` after the first, keeping the strongest reason. `None` when
+/// the channel closed.
+async fn debounce(
+    rx: &mut mpsc::UnboundedReceiver<Trigger>,
+    first: Trigger,
+    timing: Timing,
+) -> Option<Trigger> {
+    let mut trigger = first;
+    let deadline = Instant::now() + timing.max_wait;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Some(trigger);
+        }
+        match tokio::time::timeout(timing.debounce.min(left), rx.recv()).await {
+            Ok(Some(t)) => {
+                if t == Trigger::Signal {
+                    trigger = t;
+                }
+            }
+            Ok(None) => return None,
+            Err(_) => return Some(trigger),
+        }
+    }
+}
+
 /// Starts watching `dir` and returns the sender that also takes SIGHUP and
 /// startup triggers. The returned task runs until the sender side closes.
 pub fn spawn_reloader(
     cell: Arc<SnapshotCell>,
     dir: PathBuf,
-    debounce: Duration,
+    timing: Timing,
     observer: Arc<dyn ReloadObserver>,
 ) -> Result<(mpsc::UnboundedSender<Trigger>, tokio::task::JoinHandle<()>), notify::Error> {
     let (tx, mut rx) = mpsc::unbounded_channel::<Trigger>();
@@ -169,21 +206,13 @@ pub fn spawn_reloader(
     let task = tokio::spawn(async move {
         let _watcher = watcher; // dropped (and the watch ended) when the task ends
         while let Some(first) = rx.recv().await {
-            let mut trigger = first;
-            // Debounce: wait until changes stop arriving, keeping the strongest reason.
-            if first != Trigger::Startup {
-                loop {
-                    match tokio::time::timeout(debounce, rx.recv()).await {
-                        Ok(Some(t)) => {
-                            if t == Trigger::Signal {
-                                trigger = t;
-                            }
-                        }
-                        Ok(None) => return,
-                        Err(_) => break,
-                    }
-                }
-            }
+            let trigger = match first {
+                Trigger::Startup => first,
+                _ => match debounce(&mut rx, first, timing).await {
+                    Some(t) => t,
+                    None => return,
+                },
+            };
             let cell = cell.clone();
             let dir = dir.clone();
             let result = tokio::task::spawn_blocking(move || cell.reload(&dir))
@@ -325,5 +354,41 @@ mod tests {
         assert!(matches!(err, LoadError::Dir { .. }), "{err}");
         assert_eq!(calls, 3, "the second attempt finds it missing");
         assert!(cell.load().is_none());
+    }
+
+    #[tokio::test]
+    async fn debounce_waits_for_quiet_but_no_longer_than_max_wait() {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let timing = Timing {
+            debounce: Duration::from_secs(3600),
+            max_wait: Duration::from_millis(50),
+        };
+        // Changes keep coming (faster than the debounce) until the sender
+        // is told to stop: the debounce ends anyway, keeping the signal.
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let writer = {
+            let stop = stop.clone();
+            tokio::spawn(async move {
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let _ = tx.send(Trigger::Signal);
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+            })
+        };
+        let got = tokio::time::timeout(
+            Duration::from_secs(60),
+            debounce(&mut rx, Trigger::FileChange, timing),
+        )
+        .await
+        .expect("the debounce ended while changes kept coming");
+        assert_eq!(got, Some(Trigger::Signal));
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        writer.await.unwrap();
+        // The channel closed: the debounce says so.
+        let quiet = Timing {
+            max_wait: Duration::from_secs(3600),
+            ..timing
+        };
+        assert_eq!(debounce(&mut rx, Trigger::FileChange, quiet).await, None);
     }
 }

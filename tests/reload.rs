@@ -1,6 +1,6 @@
 //! Hot reload against the running binary: file edits, invalid stores, fixes,
-//! Kubernetes ConfigMap symlink swaps, SIGHUP, and decisions under a storm of
-//! rewrites.
+//! Kubernetes ConfigMap symlink swaps, SIGHUP, decisions under a storm of
+//! rewrites, and writes that never pause.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
@@ -243,4 +243,42 @@ async fn decisions_stay_consistent_while_the_store_is_rewritten_50_times() {
         Some(0.0)
     );
     assert!(total > 100, "clients kept deciding ({total})");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_that_never_pause_still_reload() {
+    // A writer rewrites the store every 50 to 150 ms, always inside the
+    // 200 ms debounce: the maximum wait (2 s by default) still reloads
+    // while it writes.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("f.json");
+    write_atomic(&file, &policy("Allow"));
+    let iamd = Iamd::start_loaded(dir.path(), &[]);
+    assert_eq!(decision(&iamd).await.1, 1);
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let (stop, file) = (stop.clone(), file.clone());
+        std::thread::spawn(move || {
+            let pauses = [50u64, 130, 70, 150, 90, 110, 60, 140, 80, 120, 100];
+            let deadline = Instant::now() + Duration::from_secs(20);
+            let mut i = 0;
+            while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
+                write_atomic(&file, &policy(if i % 2 == 0 { "Deny" } else { "Allow" }));
+                std::thread::sleep(Duration::from_millis(pauses[i % pauses.len()]));
+                i += 1;
+            }
+        })
+    };
+    loop {
+        if decision(&iamd).await.1 >= 2 {
+            break;
+        }
+        assert!(
+            !writer.is_finished(),
+            "no reload while the store was rewritten for 20 s"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    stop.store(true, Ordering::Relaxed);
+    writer.join().unwrap();
 }
