@@ -208,6 +208,7 @@ pub async fn serve(args: ServeArgs) -> Result<(), ServeError> {
         reload::Timing {
             debounce: Duration::from_millis(args.reload_debounce_ms),
             max_wait: Duration::from_millis(args.reload_max_wait_ms),
+            recheck: Duration::from_millis(args.reload_recheck_ms),
         },
         observer,
     )
