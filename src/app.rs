@@ -341,7 +341,11 @@ pub async fn serve(args: ServeArgs, signals: Signals) -> Result<(), ServeError> 
     let (reload_tx, _reload_task) = reload::spawn_reloader(
         cell.clone(),
         args.store.clone(),
-        Duration::from_millis(args.reload_debounce_ms),
+        reload::Timing {
+            debounce: Duration::from_millis(args.reload_debounce_ms),
+            max_wait: Duration::from_millis(args.reload_max_wait_ms),
+            recheck: Duration::from_millis(args.reload_recheck_ms),
+        },
         observer,
     )
     .map_err(|source| ServeError::Watch {

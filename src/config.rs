@@ -57,6 +57,15 @@ pub struct ServeArgs {
     #[arg(long, env = "IAMD_RELOAD_DEBOUNCE_MS", default_value_t = 200)]
     pub reload_debounce_ms: u64,
 
+    /// Longest a store change waits for its reload while changes keep coming, in milliseconds.
+    #[arg(long, env = "IAMD_RELOAD_MAX_WAIT_MS", default_value_t = 2000)]
+    pub reload_max_wait_ms: u64,
+
+    /// How often to check that the watched store directory is still the one at
+    /// the path (a safety net for missed events), in milliseconds.
+    #[arg(long, env = "IAMD_RELOAD_RECHECK_MS", default_value_t = 5000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub reload_recheck_ms: u64,
+
     /// Largest request message, in bytes.
     #[arg(long, env = "IAMD_MAX_MESSAGE_BYTES", default_value_t = 1 << 20)]
     pub max_message_bytes: usize,

@@ -209,12 +209,22 @@ impl Metrics {
             "iamd_last_reload_success_timestamp_seconds",
             "Unix time of the last successful load."
         );
+        metrics::describe_gauge!(
+            "iamd_store_watch_up",
+            "1 while the store directory at the configured path is watched for changes."
+        );
+        metrics::describe_counter!(
+            "iamd_store_watch_restarts_total",
+            "Times the store watch was set up again (the directory was replaced, or removed and recreated)."
+        );
         metrics::describe_gauge!("iamd_build_info", "Always 1; the version is a label.");
         gauge!("iamd_build_info", "version" => env!("CARGO_PKG_VERSION")).set(1.0);
         counter!("iamd_reloads_total", "result" => "success").absolute(0);
         counter!("iamd_reloads_total", "result" => "failure").absolute(0);
         gauge!("iamd_snapshot_revision").set(0.0);
         gauge!("iamd_snapshot_loaded").set(0.0);
+        gauge!("iamd_store_watch_up").set(0.0);
+        counter!("iamd_store_watch_restarts_total").absolute(0);
         describe_admission();
         let mut decisions = Vec::new();
         let mut rejected = Vec::new();
@@ -353,6 +363,14 @@ pub fn connections(listener: &'static str, open: usize, refused: bool, evicted: 
 /// Records a rejected store.
 pub fn reload_failed() {
     counter!("iamd_reloads_total", "result" => "failure").increment(1);
+}
+
+/// Records whether the store is watched, and a watch set up again.
+pub fn store_watch(up: bool, restarted: bool) {
+    gauge!("iamd_store_watch_up").set(if up { 1.0 } else { 0.0 });
+    if restarted {
+        counter!("iamd_store_watch_restarts_total").increment(1);
+    }
 }
 
 #[cfg(test)]

@@ -7,7 +7,17 @@
 //! the last good snapshot keeps serving. Watcher callbacks and SIGHUP only
 //! send on a channel; one task debounces, rebuilds and swaps, so reloads
 //! never overlap.
+//!
+//! The watch survives the store directory going away: the store's parent is
+//! watched (not recursively) for the store's name coming, going or being
+//! renamed, and the store itself recursively. Before every reload the path
+//! is resolved again; when the directory there is not the one watched (it
+//! was replaced, or removed and recreated) the watches are set up afresh.
+//! A periodic check does the same in case events were missed, and keeps
+//! retrying while the store is missing. A load is kept only if the tree did
+//! not change while it was read (a fingerprint taken before and after).
 
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -15,9 +25,16 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use arc_swap::ArcSwapOption;
 use notify::{RecursiveMode, Watcher};
 use tokio::sync::mpsc;
+use tokio::time::{Instant, MissedTickBehavior};
 
 use crate::engine::{Snapshot, Stats};
+use crate::store::fingerprint::Fingerprint;
 use crate::store::{self, LoadError};
+
+/// Loads of a tree that changed while it was read are tried this many times
+/// in all, waiting [`SETTLE_BACKOFF`] (doubling) in between.
+const SETTLE_ATTEMPTS: u32 = 5;
+const SETTLE_BACKOFF: Duration = Duration::from_millis(25);
 
 /// A compiled store and when it began serving.
 #[derive(Debug)]
@@ -56,8 +73,22 @@ impl SnapshotCell {
 
     /// Loads, validates and compiles the store, then swaps it in. Blocking:
     /// call it off the async runtime's worker threads.
+    ///
+    /// A tree that changed while it was read (a file added, removed or
+    /// rewritten, the directory replaced) is read again, a few times with a
+    /// short backoff; if it never holds still the attempt fails and the last
+    /// good snapshot keeps serving.
     pub fn reload(&self, dir: &Path) -> Result<Reloaded, LoadError> {
-        let loaded = store::load(dir)?;
+        self.reload_with(dir, Fingerprint::of)
+    }
+
+    /// [`SnapshotCell::reload`], with the fingerprint taken by `fingerprint`.
+    fn reload_with(
+        &self,
+        dir: &Path,
+        mut fingerprint: impl FnMut(&Path) -> Result<Fingerprint, LoadError>,
+    ) -> Result<Reloaded, LoadError> {
+        let loaded = load_settled(dir, &mut fingerprint)?;
         let warnings = loaded.findings.len();
         let snapshot = Snapshot::compile_owned(loaded.store);
         let stats = snapshot.stats();
@@ -77,69 +108,539 @@ impl SnapshotCell {
     }
 }
 
+/// Loads the store, insisting that its fingerprint is the same before and
+/// after the load.
+fn load_settled(
+    dir: &Path,
+    fingerprint: &mut impl FnMut(&Path) -> Result<Fingerprint, LoadError>,
+) -> Result<store::Loaded, LoadError> {
+    let mut backoff = SETTLE_BACKOFF;
+    for attempt in 1..=SETTLE_ATTEMPTS {
+        let before = fingerprint(dir)?;
+        let loaded = store::load(dir);
+        // A tree that went away under the load changed too: the next
+        // attempt's first fingerprint reports it missing.
+        if fingerprint(dir).is_ok_and(|after| after == before) {
+            return loaded;
+        }
+        tracing::debug!(
+            store = %dir.display(),
+            attempt,
+            "the store changed while it was read; reading it again"
+        );
+        if attempt < SETTLE_ATTEMPTS {
+            std::thread::sleep(backoff);
+            backoff = backoff.saturating_mul(2);
+        }
+    }
+    Err(LoadError::Dir {
+        path: dir.to_owned(),
+        source: std::io::Error::other(format!(
+            "the store changed while it was read, {SETTLE_ATTEMPTS} times in a row; it is read again on the next change"
+        )),
+    })
+}
+
 /// Why a reload was asked for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Trigger {
     Startup,
     FileChange,
     Signal,
+    /// The periodic check found the watch stale or down, or the last
+    /// attempt could not read the store.
+    Recheck,
+}
+
+/// The store watch, as reported to the observer when it changes.
+#[derive(Debug, Clone)]
+pub struct WatchState {
+    /// The directory now at the store path is watched.
+    pub up: bool,
+    /// The watches were just set up again (the directory was replaced, or
+    /// came back).
+    pub restarted: bool,
+    /// Why the store is not watched.
+    pub error: Option<String>,
 }
 
 /// Called after each reload attempt (health, metrics, logs live outside this module).
 pub trait ReloadObserver: Send + Sync + 'static {
     fn reloaded(&self, result: &Result<Reloaded, LoadError>, trigger: Trigger);
+
+    /// Called when the store watch comes up, goes down or is set up again.
+    /// The default records `iamd_store_watch_up` and
+    /// `iamd_store_watch_restarts_total` and logs the change.
+    fn watch(&self, store: &Path, state: &WatchState) {
+        crate::metrics::store_watch(state.up, state.restarted);
+        match (&state.error, state.restarted) {
+            (Some(error), _) => tracing::warn!(
+                store = %store.display(),
+                error = %error,
+                "store watch down: changes are not seen until the store directory is back"
+            ),
+            (None, true) => tracing::info!(
+                store = %store.display(),
+                "store watch set up again: the store directory was replaced"
+            ),
+            (None, false) => {}
+        }
+    }
+}
+
+/// How the reloader paces itself.
+#[derive(Debug, Clone, Copy)]
+pub struct Timing {
+    /// Quiet time after a change before reloading.
+    pub debounce: Duration,
+    /// Longest a change waits for its reload while changes keep coming.
+    pub max_wait: Duration,
+    /// How often the watch is checked against the path (not zero).
+    pub recheck: Duration,
+}
+
+/// A directory's identity: (device, inode), following links.
+type DirId = (u64, u64);
+
+fn dir_id(path: &Path) -> Option<DirId> {
+    std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
+}
+
+/// What the store's parent and the store resolved to.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Ids {
+    parent: Option<DirId>,
+    store: Option<DirId>,
+}
+
+/// The watches on the store: its parent (not recursively), for the store's
+/// name appearing, disappearing or being renamed over, and the store itself
+/// (recursively; a ConfigMap update replaces the `..data` link, which only
+/// shows as events on the directory).
+struct StoreWatch {
+    dir: PathBuf,
+    parent: Option<PathBuf>,
+    /// Weak, so the channel closes (and the task ends) when the caller drops
+    /// its sender.
+    tx: mpsc::WeakUnboundedSender<Trigger>,
+    parent_watch: Option<parent::ParentWatch>,
+    parent_watched: bool,
+    watcher: Option<notify::RecommendedWatcher>,
+    /// What the paths resolved to when the watches were set up.
+    armed: Ids,
+    store_watched: bool,
+}
+
+/// What [`StoreWatch::ensure`] found.
+struct Checked {
+    /// The watches were set up (again).
+    rebuilt: bool,
+    /// `Ok` when the store is watched.
+    result: Result<(), notify::Error>,
+}
+
+impl StoreWatch {
+    fn new(dir: PathBuf, tx: mpsc::WeakUnboundedSender<Trigger>) -> StoreWatch {
+        let parent = match dir.parent() {
+            Some(p) if p.as_os_str().is_empty() => Some(PathBuf::from(".")),
+            p => p.map(Path::to_path_buf),
+        };
+        let parent_watch = match parent::ParentWatch::start(dir.file_name(), tx.clone()) {
+            Ok(w) => Some(w),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot watch the store's parent directory");
+                None
+            }
+        };
+        StoreWatch {
+            dir,
+            parent,
+            tx,
+            parent_watch,
+            parent_watched: false,
+            watcher: None,
+            armed: Ids::default(),
+            store_watched: false,
+        }
+    }
+
+    fn ids(&self) -> Ids {
+        Ids {
+            parent: self.parent.as_deref().and_then(dir_id),
+            store: dir_id(&self.dir),
+        }
+    }
+
+    /// The watches are set up on what the paths resolve to now. `false`
+    /// also while the store is missing or could not be watched.
+    fn is_current(&self) -> bool {
+        self.watcher.is_some() && self.store_watched && self.ids() == self.armed
+    }
+
+    /// Sets the watches up again unless they are on what the paths resolve
+    /// to now (a missing store stays as it is until it comes back).
+    fn ensure(&mut self) -> Checked {
+        let ids = self.ids();
+        let settled = self.store_watched || ids.store.is_none();
+        if self.watcher.is_some() && ids == self.armed && settled {
+            return Checked {
+                rebuilt: false,
+                result: self.status(),
+            };
+        }
+        // Resolved before watching: if a path changes in between, the next
+        // check sees a difference and sets the watches up again.
+        if ids.parent != self.armed.parent || !self.parent_watched {
+            self.parent_watched = false;
+            if let Some(w) = &mut self.parent_watch {
+                let parent = self.parent.as_deref().filter(|_| ids.parent.is_some());
+                match w.set(parent) {
+                    Ok(()) => self.parent_watched = true,
+                    // The periodic check still notices the store coming back.
+                    Err(e) => tracing::warn!(
+                        parent = %parent.unwrap_or(Path::new("")).display(),
+                        error = %e,
+                        "cannot watch the store's parent directory"
+                    ),
+                }
+            }
+        }
+        self.armed = ids;
+        self.store_watched = false;
+        self.watcher = None; // ends the old store watches
+        let mut watcher = match notify::recommended_watcher(self.handler()) {
+            Ok(w) => w,
+            Err(e) => {
+                return Checked {
+                    rebuilt: true,
+                    result: Err(e),
+                }
+            }
+        };
+        let result = match ids.store {
+            Some(_) => watcher.watch(&self.dir, RecursiveMode::Recursive),
+            None => Err(notify::Error::path_not_found().add_path(self.dir.clone())),
+        };
+        self.watcher = Some(watcher);
+        self.store_watched = result.is_ok();
+        Checked {
+            rebuilt: true,
+            result,
+        }
+    }
+
+    fn status(&self) -> Result<(), notify::Error> {
+        if self.store_watched {
+            Ok(())
+        } else {
+            Err(notify::Error::path_not_found().add_path(self.dir.clone()))
+        }
+    }
+
+    /// Turns the store watch's events into reload triggers.
+    fn handler(&self) -> impl notify::EventHandler {
+        let tx = self.tx.clone();
+        move |event: notify::Result<notify::Event>| {
+            let relevant = match &event {
+                Ok(e) => !matches!(e.kind, notify::EventKind::Access(_)),
+                Err(_) => true,
+            };
+            if relevant {
+                if let Some(tx) = tx.upgrade() {
+                    let _ = tx.send(Trigger::FileChange);
+                }
+            }
+        }
+    }
+}
+
+/// The watch on the store's parent directory. On Linux it is an inotify
+/// watch of its own, for entries created, deleted or renamed only: notify's
+/// watches take every event in the directory, writes to unrelated files
+/// included. Elsewhere there is none, and the periodic check notices the
+/// store coming back.
+#[cfg(target_os = "linux")]
+mod parent {
+    use std::ffi::{OsStr, OsString};
+    use std::path::Path;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+
+    use inotify::{EventMask, Inotify, WatchDescriptor, WatchMask, Watches};
+    use tokio::sync::mpsc;
+
+    use super::Trigger;
+
+    /// Whether an event in the parent concerns the store called `store`:
+    /// its name, or the parent itself (moved, deleted, or events lost to
+    /// a queue overflow). `IGNORED` only follows a watch being removed.
+    fn about_store(mask: EventMask, name: Option<&OsStr>, store: Option<&OsStr>) -> bool {
+        !mask.contains(EventMask::IGNORED) && name.is_none_or(|n| Some(n) == store)
+    }
+
+    pub(super) struct ParentWatch {
+        watches: Watches,
+        current: Option<WatchDescriptor>,
+        stop: Arc<AtomicBool>,
+    }
+
+    impl ParentWatch {
+        /// Starts a thread that reads the parent's events and sends a
+        /// trigger for those about `name` (or about the parent itself).
+        pub(super) fn start(
+            name: Option<&OsStr>,
+            tx: mpsc::WeakUnboundedSender<Trigger>,
+        ) -> std::io::Result<ParentWatch> {
+            let mut inotify = Inotify::init()?;
+            let watches = inotify.watches();
+            let stop = Arc::new(AtomicBool::new(false));
+            let name: Option<OsString> = name.map(OsStr::to_os_string);
+            let stopped = stop.clone();
+            std::thread::Builder::new()
+                .name("iamd-store-parent".into())
+                .spawn(move || {
+                    let mut buffer = [0u8; 4096];
+                    loop {
+                        let relevant = match inotify.read_events_blocking(&mut buffer) {
+                            Ok(mut events) => {
+                                events.any(|e| about_store(e.mask, e.name, name.as_deref()))
+                            }
+                            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => false,
+                            Err(e) => {
+                                tracing::warn!(error = %e, "the watch on the store's parent directory failed");
+                                return;
+                            }
+                        };
+                        if stopped.load(Ordering::Relaxed) {
+                            return;
+                        }
+                        if relevant {
+                            match tx.upgrade() {
+                                Some(tx) => {
+                                    let _ = tx.send(Trigger::FileChange);
+                                }
+                                None => return,
+                            }
+                        }
+                    }
+                })?;
+            Ok(ParentWatch {
+                watches,
+                current: None,
+                stop,
+            })
+        }
+
+        /// Watches `parent` (or nothing) instead of what was watched so far.
+        pub(super) fn set(&mut self, parent: Option<&Path>) -> std::io::Result<()> {
+            if let Some(wd) = self.current.take() {
+                // Fails when the kernel already dropped it (the directory is gone).
+                let _ = self.watches.remove(wd);
+            }
+            if let Some(parent) = parent {
+                let mask = WatchMask::CREATE
+                    | WatchMask::DELETE
+                    | WatchMask::MOVED_FROM
+                    | WatchMask::MOVED_TO
+                    | WatchMask::DELETE_SELF
+                    | WatchMask::MOVE_SELF
+                    | WatchMask::ONLYDIR;
+                self.current = Some(self.watches.add(parent, mask)?);
+            }
+            Ok(())
+        }
+    }
+
+    impl Drop for ParentWatch {
+        fn drop(&mut self) {
+            self.stop.store(true, Ordering::Relaxed);
+            // Removing the watch wakes the thread (an `IGNORED` event).
+            let _ = self.set(None);
+        }
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn only_the_store_name_and_the_parent_itself_count() {
+            let store = Some(OsStr::new("store"));
+            for (mask, name, want) in [
+                (EventMask::CREATE | EventMask::ISDIR, Some("store"), true),
+                (EventMask::DELETE | EventMask::ISDIR, Some("store"), true),
+                (
+                    EventMask::MOVED_FROM | EventMask::ISDIR,
+                    Some("store"),
+                    true,
+                ),
+                (EventMask::MOVED_TO | EventMask::ISDIR, Some("store"), true),
+                (EventMask::CREATE, Some("store"), true),
+                (
+                    EventMask::CREATE | EventMask::ISDIR,
+                    Some("store.new"),
+                    false,
+                ),
+                (EventMask::MOVED_TO, Some("trace"), false),
+                (EventMask::DELETE, Some("stor"), false),
+                (EventMask::DELETE_SELF, None, true),
+                (EventMask::MOVE_SELF, None, true),
+                (EventMask::Q_OVERFLOW, None, true),
+                (EventMask::IGNORED, None, false),
+            ] {
+                assert_eq!(
+                    about_store(mask, name.map(OsStr::new), store),
+                    want,
+                    "{mask:?} {name:?}"
+                );
+            }
+        }
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+mod parent {
+    use std::ffi::OsStr;
+    use std::path::Path;
+
+    use tokio::sync::mpsc;
+
+    use super::Trigger;
+
+    pub(super) struct ParentWatch;
+
+    impl ParentWatch {
+        pub(super) fn start(
+            _name: Option<&OsStr>,
+            _tx: mpsc::WeakUnboundedSender<Trigger>,
+        ) -> std::io::Result<ParentWatch> {
+            Ok(ParentWatch)
+        }
+
+        pub(super) fn set(&mut self, _parent: Option<&Path>) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+}
+
+/// Waits until changes stop arriving for `debounce`, but no longer than
+/// `max_wait` after the first, keeping the strongest reason. `None` when
+/// the channel closed.
+async fn debounce(
+    rx: &mut mpsc::UnboundedReceiver<Trigger>,
+    first: Trigger,
+    timing: Timing,
+) -> Option<Trigger> {
+    let mut trigger = first;
+    let deadline = Instant::now() + timing.max_wait;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Some(trigger);
+        }
+        match tokio::time::timeout(timing.debounce.min(left), rx.recv()).await {
+            Ok(Some(t)) => {
+                if t == Trigger::Signal {
+                    trigger = t;
+                }
+            }
+            Ok(None) => return None,
+            Err(_) => return Some(trigger),
+        }
+    }
 }
 
 /// Starts watching `dir` and returns the sender that also takes SIGHUP and
 /// startup triggers. The returned task runs until the sender side closes.
+/// Fails when the store cannot be watched at all at start.
 pub fn spawn_reloader(
     cell: Arc<SnapshotCell>,
     dir: PathBuf,
-    debounce: Duration,
+    timing: Timing,
     observer: Arc<dyn ReloadObserver>,
 ) -> Result<(mpsc::UnboundedSender<Trigger>, tokio::task::JoinHandle<()>), notify::Error> {
     let (tx, mut rx) = mpsc::unbounded_channel::<Trigger>();
-    let watch_tx = tx.clone();
-    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-        let relevant = match &event {
-            Ok(e) => !matches!(e.kind, notify::EventKind::Access(_)),
-            Err(_) => true,
-        };
-        if relevant {
-            let _ = watch_tx.send(Trigger::FileChange);
-        }
-    })?;
-    // Watch the directory itself, recursively: a ConfigMap update replaces the
-    // `..data` symlink, which only shows as events on the directory.
-    watcher.watch(&dir, RecursiveMode::Recursive)?;
+    let weak = tx.downgrade();
+    let mut watch = StoreWatch::new(dir.clone(), weak.clone());
+    watch.ensure().result?;
+    observer.watch(
+        &dir,
+        &WatchState {
+            up: true,
+            restarted: false,
+            error: None,
+        },
+    );
     let task = tokio::spawn(async move {
-        let _watcher = watcher; // dropped (and the watch ended) when the task ends
-        while let Some(first) = rx.recv().await {
-            let mut trigger = first;
-            // Debounce: wait until changes stop arriving, keeping the strongest reason.
-            if first != Trigger::Startup {
-                loop {
-                    match tokio::time::timeout(debounce, rx.recv()).await {
-                        Ok(Some(t)) => {
-                            if t == Trigger::Signal {
-                                trigger = t;
-                            }
-                        }
-                        Ok(None) => return,
-                        Err(_) => break,
+        let mut watch = Some(watch);
+        let mut up = true;
+        // The last attempt could not read the store (missing, or changing
+        // while read): the periodic check tries again.
+        let mut retry = false;
+        let mut recheck = tokio::time::interval_at(Instant::now() + timing.recheck, timing.recheck);
+        recheck.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        loop {
+            let first = tokio::select! {
+                t = rx.recv() => match t {
+                    Some(t) => t,
+                    None => return,
+                },
+                _ = recheck.tick() => {
+                    if watch.as_ref().is_some_and(StoreWatch::is_current) && !retry {
+                        continue;
+                    }
+                    Trigger::Recheck
+                }
+            };
+            let trigger = match first {
+                Trigger::FileChange | Trigger::Signal => {
+                    match debounce(&mut rx, first, timing).await {
+                        Some(t) => t,
+                        None => return,
                     }
                 }
-            }
+                Trigger::Startup | Trigger::Recheck => first,
+            };
+            // Re-resolve the path and re-arm the watches first, then load:
+            // a change made after the watches are set up is seen, and one
+            // made before is read.
+            let w = watch
+                .take()
+                .unwrap_or_else(|| StoreWatch::new(dir.clone(), weak.clone()));
             let cell = cell.clone();
-            let dir = dir.clone();
-            let result = tokio::task::spawn_blocking(move || cell.reload(&dir))
-                .await
-                .unwrap_or_else(|e| {
-                    Err(LoadError::Dir {
-                        path: PathBuf::new(),
-                        source: std::io::Error::other(format!("reload task failed: {e}")),
-                    })
-                });
+            let load_dir = dir.clone();
+            let joined = tokio::task::spawn_blocking(move || {
+                let mut w = w;
+                let checked = w.ensure();
+                let result = cell.reload(&load_dir);
+                (w, checked, result)
+            })
+            .await;
+            let result = match joined {
+                Ok((w, checked, result)) => {
+                    let now_up = checked.result.is_ok();
+                    if checked.rebuilt || now_up != up {
+                        observer.watch(
+                            &dir,
+                            &WatchState {
+                                up: now_up,
+                                // Only the first set-up (at start) is not a restart.
+                                restarted: checked.rebuilt && now_up,
+                                error: checked.result.err().map(|e| e.to_string()),
+                            },
+                        );
+                    }
+                    up = now_up;
+                    watch = Some(w);
+                    result
+                }
+                // The watch went with the task; the next attempt sets it up again.
+                Err(e) => Err(LoadError::Dir {
+                    path: PathBuf::new(),
+                    source: std::io::Error::other(format!("reload task failed: {e}")),
+                }),
+            };
+            retry = matches!(result, Err(LoadError::Dir { .. }));
             observer.reloaded(&result, trigger);
         }
     });
@@ -174,5 +675,139 @@ mod tests {
         assert_eq!(served.snapshot.stats().statements, 1);
         std::fs::remove_file(dir.path().join("g.json")).unwrap();
         assert_eq!(cell.reload(dir.path()).unwrap().revision, 3);
+    }
+
+    fn function_policy(effect: &str, function: &str) -> String {
+        format!(
+            r#"{{"Policy": {{"Version": "2012-10-17", "Statement": [{{"Effect": "{effect}", "Principal": "*",
+            "Action": "lambda:InvokeFunction", "Resource": "arn:aws:lambda:us-east-1:111122223333:function:{function}"}}]}}}}"#
+        )
+    }
+
+    #[test]
+    fn a_tree_half_deleted_while_read_is_read_again_not_kept() {
+        // Two files, and a "deployment" that deletes one just as the load
+        // starts and puts it back (a new inode) just before the load ends:
+        // the first attempt reads one file, sees the tree changed, and reads
+        // it again whole.
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (dir.path().join("a.json"), dir.path().join("b.json"));
+        std::fs::write(&a, function_policy("Allow", "f")).unwrap();
+        std::fs::write(&b, function_policy("Deny", "g")).unwrap();
+        let cell = SnapshotCell::new();
+        let mut calls = 0;
+        let reloaded = cell
+            .reload_with(dir.path(), |d| {
+                calls += 1;
+                let fp = Fingerprint::of(d);
+                match calls {
+                    1 => std::fs::remove_file(&b).unwrap(),
+                    2 => std::fs::write(&b, function_policy("Deny", "g")).unwrap(),
+                    _ => {}
+                }
+                fp
+            })
+            .unwrap();
+        assert_eq!(
+            reloaded.stats.statements, 2,
+            "the whole tree, not the half read"
+        );
+        assert_eq!(calls, 4, "two attempts, two fingerprints each");
+        assert_eq!(reloaded.revision, 1);
+        assert_eq!(cell.load().as_ref().unwrap().snapshot.stats().statements, 2);
+    }
+
+    #[test]
+    fn a_tree_that_never_holds_still_is_rejected_and_the_last_good_one_serves() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("f.json");
+        std::fs::write(&f, function_policy("Allow", "f")).unwrap();
+        let cell = SnapshotCell::new();
+        assert_eq!(cell.reload(dir.path()).unwrap().revision, 1);
+
+        // Every load is followed by a rewrite before its second fingerprint.
+        let mut calls = 0u32;
+        let err = cell
+            .reload_with(dir.path(), |d| {
+                calls += 1;
+                if calls % 2 == 0 {
+                    let effect = if calls % 4 == 0 { "Deny" } else { "Allow" };
+                    let tmp = d.join("f.tmp");
+                    std::fs::write(&tmp, function_policy(effect, "f")).unwrap();
+                    std::fs::rename(&tmp, d.join("f.json")).unwrap();
+                }
+                Fingerprint::of(d)
+            })
+            .unwrap_err();
+        assert_eq!(calls, 2 * SETTLE_ATTEMPTS);
+        assert!(
+            err.to_string().contains("changed while it was read"),
+            "{err}"
+        );
+        let served = cell.load();
+        assert_eq!(served.as_ref().unwrap().revision, 1);
+
+        // Once it holds still, it loads.
+        assert_eq!(cell.reload(dir.path()).unwrap().revision, 2);
+    }
+
+    #[test]
+    fn a_store_that_went_away_while_read_is_not_kept() {
+        let parent = tempfile::tempdir().unwrap();
+        let dir = parent.path().join("store");
+        std::fs::create_dir(&dir).unwrap();
+        std::fs::write(dir.join("f.json"), function_policy("Allow", "f")).unwrap();
+        let cell = SnapshotCell::new();
+        let mut calls = 0;
+        let err = cell
+            .reload_with(&dir, |d| {
+                calls += 1;
+                let fp = Fingerprint::of(d);
+                if calls == 1 {
+                    std::fs::remove_dir_all(d).unwrap();
+                }
+                fp
+            })
+            .unwrap_err();
+        assert!(matches!(err, LoadError::Dir { .. }), "{err}");
+        assert_eq!(calls, 3, "the second attempt finds it missing");
+        assert!(cell.load().is_none());
+    }
+
+    #[tokio::test]
+    async fn debounce_waits_for_quiet_but_no_longer_than_max_wait() {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let timing = Timing {
+            debounce: Duration::from_secs(3600),
+            max_wait: Duration::from_millis(50),
+            recheck: Duration::from_secs(3600),
+        };
+        // Changes keep coming (faster than the debounce) until the sender
+        // is told to stop: the debounce ends anyway, keeping the signal.
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let writer = {
+            let stop = stop.clone();
+            tokio::spawn(async move {
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let _ = tx.send(Trigger::Signal);
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+            })
+        };
+        let got = tokio::time::timeout(
+            Duration::from_secs(60),
+            debounce(&mut rx, Trigger::FileChange, timing),
+        )
+        .await
+        .expect("the debounce ended while changes kept coming");
+        assert_eq!(got, Some(Trigger::Signal));
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        writer.await.unwrap();
+        // The channel closed: the debounce says so.
+        let quiet = Timing {
+            max_wait: Duration::from_secs(3600),
+            ..timing
+        };
+        assert_eq!(debounce(&mut rx, Trigger::FileChange, quiet).await, None);
     }
 }

@@ -8,6 +8,7 @@
 //! once through its visible top-level links.
 
 mod files;
+pub mod fingerprint;
 
 use std::collections::BTreeSet;
 use std::fs;
