@@ -538,7 +538,8 @@ impl<'p> JsonPath<'p> {
             if !out.is_empty() {
                 out.push('.');
             }
-            out.push_str(k);
+            // Keys are input: a key cannot break the line a path is shown on.
+            let _ = write!(out, "{}", crate::finding::echo(k));
         }
         if let Some(i) = index {
             // Writing to a String cannot fail.

@@ -10,9 +10,9 @@ use rustc_hash::{FxHashMap, FxHashSet};
 use super::{
     Group, ManagedPolicy, NamedPolicy, ResourcePolicy, Role, ServiceControlPolicy, Store, User,
 };
-use crate::finding::{FindingType, Findings, Location, Origin};
+use crate::finding::{echo, FindingType, Findings, Location, Origin};
 use crate::json::{self, JsonPath, Node, Value};
-use crate::policy::arn::{is_account_id, Arn};
+use crate::policy::arn::{has_control, is_account_id, Arn, ArnError};
 use crate::policy::parse::{parse_policy, parse_policy_text, PolicyKind};
 use crate::policy::Policy;
 
@@ -223,7 +223,7 @@ impl FileCx<'_> {
                     "INVALID_ARN",
                     &path.key("Arn"),
                     node,
-                    format!("`{arn_text}` is not the IAM {kind} ARN of `{name}` (arn:aws:iam::ACCOUNT:{kind}/PATH/{name})"),
+                    format!("`{}` is not the IAM {kind} ARN of `{name}` (arn:aws:iam::ACCOUNT:{kind}/PATH/{name})", echo(&arn_text), name = echo(name)),
                 );
                 None
             }
@@ -354,6 +354,16 @@ impl Builder {
             let Some(arn) = cx.string(item, &path, "Arn").map(str::to_owned) else {
                 continue;
             };
+            if has_control(&arn) {
+                let at = item.get("Arn").unwrap_or(item);
+                cx.error(
+                    "INVALID_ARN",
+                    &path.key("Arn"),
+                    at,
+                    ArnError::ControlCharacter(arn).to_string(),
+                );
+                continue;
+            }
             let name = cx
                 .opt_string(item, &path, "PolicyName")
                 .unwrap_or_default()
@@ -374,7 +384,10 @@ impl Builder {
                     "MISSING_DEFAULT_VERSION",
                     &path,
                     item,
-                    format!("managed policy `{arn}` has no default version in PolicyVersionList"),
+                    format!(
+                        "managed policy `{}` has no default version in PolicyVersionList",
+                        echo(&arn)
+                    ),
                 );
                 continue;
             };
@@ -467,7 +480,8 @@ impl Builder {
                         &path,
                         item,
                         format!(
-                            "role `{name}` has no AssumeRolePolicyDocument: nobody can assume it"
+                            "role `{}` has no AssumeRolePolicyDocument: nobody can assume it",
+                            echo(&name)
                         ),
                     );
                     None
@@ -498,7 +512,7 @@ impl Builder {
                     "UNKNOWN_FIELD",
                     &top.key(&m.key),
                     &m.value,
-                    format!("`{}` is ignored in a resource policy file", m.key),
+                    format!("`{}` is ignored in a resource policy file", echo(&m.key)),
                 );
             }
         }
@@ -550,7 +564,7 @@ impl Builder {
                                 FindingType::Warning,
                                 "RESOURCE_MISMATCH",
                                 cx.origin.location(&spath, at),
-                                format!("the statement's Resource does not cover `{arn}`, the resource this policy is attached to, so it never applies"),
+                                format!("the statement's Resource does not cover `{}`, the resource this policy is attached to, so it never applies", echo(&arn)),
                             );
                         }
                     }
@@ -576,7 +590,13 @@ impl Builder {
                             format!(
                                 "cannot tell which resource this policy is attached to: its statements name {} resources ({}); add \"ResourceArn\" to the file",
                                 named.len(),
-                                named.iter().map(String::as_str).collect::<Vec<_>>().join(", ")
+                                named
+                                    .iter()
+                                    .take(10)
+                                    .map(|n| echo(n).to_string())
+                                    .chain((named.len() > 10).then(|| "…".to_owned()))
+                                    .collect::<Vec<_>>()
+                                    .join(", ")
                             ),
                         );
                         return;
@@ -626,7 +646,10 @@ impl Builder {
                     "UNATTACHED_SCP",
                     &path,
                     item,
-                    format!("SCP `{name}` has no Targets and affects no account"),
+                    format!(
+                        "SCP `{}` has no Targets and affects no account",
+                        echo(&name)
+                    ),
                 );
             }
             if let Some((policy, _)) = cx.document(content, &path.key("Content"), PolicyKind::Scp) {
@@ -677,7 +700,7 @@ impl Builder {
                     FindingType::Error,
                     "POLICY_SIZE_EXCEEDED",
                     loc.clone(),
-                    format!("the inline policies of {kind} `{name}` total {total} non-white-space characters; IAM allows {limit}"),
+                    format!("the inline policies of {kind} `{}` total {total} non-white-space characters; IAM allows {limit}", echo(name)),
                 );
             }
         };
@@ -704,7 +727,10 @@ fn duplicate_checks(s: &Store) -> Findings {
             FindingType::Error,
             "DUPLICATE_ENTITY",
             loc.clone(),
-            format!("{what} `{key}` is defined twice (first at {first})"),
+            format!(
+                "{what} `{}` is defined twice (first at {first})",
+                echo(&key.to_string())
+            ),
         );
     };
     let mut seen: FxHashMap<&str, &Location> = FxHashMap::with_capacity_and_hasher(
@@ -792,7 +818,9 @@ fn reference_checks(s: &Store) -> Findings {
                 "UNKNOWN_MANAGED_POLICY",
                 loc.clone(),
                 format!(
-                    "{kind} `{name}` refers to managed policy `{arn}`, which no store file defines"
+                    "{kind} `{}` refers to managed policy `{}`, which no store file defines",
+                    echo(name),
+                    echo(arn)
                 ),
             );
         }
@@ -825,8 +853,9 @@ fn reference_checks(s: &Store) -> Findings {
                     "UNKNOWN_GROUP",
                     u.location.clone(),
                     format!(
-                        "user `{}` is in group `{g}`, which no store file defines",
-                        u.name
+                        "user `{}` is in group `{}`, which no store file defines",
+                        echo(&u.name),
+                        echo(g)
                     ),
                 );
             }

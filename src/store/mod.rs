@@ -613,6 +613,31 @@ mod tests {
     }
 
     #[test]
+    fn control_characters_in_store_arns_are_errors() {
+        let resource = r#"{"ResourceArn": "arn:aws:lambda:us-east-1:111122223333:function:f\u0000", "Policy": {"Version": "2012-10-17", "Statement": {"Effect": "Deny", "Principal": "*", "Action": "lambda:InvokeFunction", "Resource": "*"}}}"#;
+        let user = r#"{"UserDetailList": [{"UserName": "a", "Arn": "arn:aws:iam::111122223333:user/\u0000/a"}]}"#;
+        let managed = r#"{"Policies": [{"Arn": "arn:aws:iam::111122223333:policy/p\u0001", "PolicyName": "p", "DefaultVersionId": "v1", "PolicyVersionList": [{"VersionId": "v1", "IsDefaultVersion": true, "Document": {"Version": "2012-10-17", "Statement": {"Effect": "Deny", "Action": "*", "Resource": "*"}}}]}]}"#;
+        let (store, findings) =
+            from_texts([("r.json", resource), ("u.json", user), ("m.json", managed)]);
+        assert!(store.is_none());
+        let got: Vec<_> = findings
+            .errors()
+            .map(|f| (&*f.location.file, f.issue_code, f.location.path.as_str()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("r.json", "INVALID_ARN", "ResourceArn"),
+                ("u.json", "INVALID_ARN", "UserDetailList[0].Arn"),
+                ("m.json", "INVALID_ARN", "Policies[0].Arn"),
+            ]
+        );
+        for f in findings.errors() {
+            assert!(f.message.contains(r"\u{"), "{f}");
+        }
+    }
+
+    #[test]
     fn resource_mismatch_names_the_statement_path() {
         let statement = r#"{"Effect": "Allow", "Principal": {"Service": "s3.amazonaws.com"}, "Action": "lambda:InvokeFunction", "Resource": "arn:aws:lambda:us-east-1:111122223333:function:other", "Condition": {"StringEquals": {"AWS:SourceAccount": "111122223333"}}}"#;
         let arn = |f: &str| format!("arn:aws:lambda:us-east-1:111122223333:function:{f}");
