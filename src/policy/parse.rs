@@ -130,8 +130,23 @@ pub fn parse_policy_text(
             }
         }
     };
-    match json::parse(text) {
-        Ok(node) => parse_policy(&node, kind, origin, findings),
+    let budget = json::budget_for(text.len());
+    match json::parse_within(text, budget) {
+        Ok((node, _)) => parse_policy(&node, kind, origin, findings),
+        Err(e) if e.over_budget => {
+            findings.push(
+                FindingType::Error,
+                "FILE_TOO_COMPLEX",
+                origin.location(&JsonPath::root(), at.pos),
+                format!(
+                    "the policy document's JSON values would take more than {budget} bytes of memory ({} per byte of its {} plus {}): too many small values",
+                    json::BUDGET_PER_BYTE,
+                    text.len(),
+                    json::BUDGET_BASE
+                ),
+            );
+            None
+        }
         Err(e) => {
             findings.push(
                 FindingType::Error,

@@ -284,23 +284,41 @@ impl Builder {
         }
     }
 
-    pub(super) fn add_file(&mut self, rel: &str, text: &str, findings: &mut Findings) {
+    /// Reads one store file; returns the bytes of JSON tree it took (for
+    /// the store's budget).
+    pub(super) fn add_file(&mut self, rel: &str, text: &str, findings: &mut Findings) -> usize {
         self.store.files.push(rel.to_owned());
-        let root = match json::parse(text) {
-            Ok(n) => n,
+        let budget = json::budget_for(text.len());
+        let (root, used) = match json::parse_within(text, budget) {
+            Ok(parsed) => parsed,
             Err(e) => {
+                let loc = Location {
+                    file: rel.into(),
+                    path: e.path,
+                    line: e.pos.line,
+                    column: e.pos.column,
+                };
+                if e.over_budget {
+                    findings.push(
+                        FindingType::Error,
+                        "FILE_TOO_COMPLEX",
+                        loc,
+                        format!(
+                            "the file's JSON values would take more than {budget} bytes of memory ({} per byte of its {} plus {}): too many small values; reading stopped here",
+                            json::BUDGET_PER_BYTE,
+                            text.len(),
+                            json::BUDGET_BASE
+                        ),
+                    );
+                    return budget;
+                }
                 findings.push(
                     FindingType::Error,
                     "JSON_SYNTAX_ERROR",
-                    Location {
-                        file: rel.into(),
-                        path: "$".into(),
-                        line: e.pos.line,
-                        column: e.pos.column,
-                    },
+                    loc,
                     format!("not valid JSON: {}", e.message),
                 );
-                return;
+                return 0;
             }
         };
         let mut cx = FileCx {
@@ -326,6 +344,7 @@ impl Builder {
                 "not a store file: expected `aws iam get-account-authorization-details` output (UserDetailList, GroupDetailList, RoleDetailList, Policies), `aws lambda get-policy` output (Policy), or {\"ServiceControlPolicies\": [...]}",
             );
         }
+        used
     }
 
     fn authorization_details(&mut self, cx: &mut FileCx<'_>, root: &Node) {
