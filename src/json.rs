@@ -7,12 +7,39 @@
 //! order including duplicates, and bounds nesting so hostile input cannot
 //! exhaust the stack. Numbers keep their source text, because IAM treats
 //! `5` and `"5"` alike and a float round trip would change them.
+//!
+//! The tree costs far more than the text (a node is 48 bytes, and `0,` is
+//! two), so [`parse_within`] counts what it builds as it goes, one addition
+//! and one comparison per value, and stops where a budget runs out rather
+//! than let a small hostile file take gigabytes.
 
 use std::borrow::Cow;
 use std::fmt;
 
 /// Deepest nesting accepted; serde_json uses the same bound.
 pub const MAX_DEPTH: usize = 128;
+
+/// The memory budget the loader gives a JSON text: this many bytes of tree
+/// per byte of text (compact IAM JSON takes 2 to 5; pretty-printed, less),
+/// plus [`BUDGET_BASE`] (so small files never run short). The densest JSON,
+/// `[0,0,0,...]`, would take 24.
+pub const BUDGET_PER_BYTE: usize = 10;
+/// See [`BUDGET_PER_BYTE`].
+pub const BUDGET_BASE: usize = 1 << 20;
+
+/// The budget for a text of `len` bytes (see [`BUDGET_PER_BYTE`]).
+pub fn budget_for(len: usize) -> usize {
+    len.saturating_mul(BUDGET_PER_BYTE)
+        .saturating_add(BUDGET_BASE)
+}
+
+/// Texts longer than this reserve their parser's scratch space up front.
+const RESERVE_ABOVE: usize = 1 << 20;
+
+/// What [`parse_within`] counts for a value in an array (or the document).
+pub const NODE_BYTES: usize = std::mem::size_of::<Node<'static>>();
+/// What it counts for an object member: the key, its position and the value.
+pub const MEMBER_BYTES: usize = std::mem::size_of::<Member<'static>>();
 
 /// A position in the source text (1-based line and column, column in characters).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -97,10 +124,25 @@ impl<'a> Node<'a> {
 pub struct JsonError {
     pub message: String,
     pub pos: Pos,
+    /// The JSON path of the value being read when it stopped (`$` for the
+    /// document itself), rendered like [`JsonPath`].
+    pub path: String,
+    /// The text is JSON, but its tree would take more memory than allowed.
+    pub over_budget: bool,
 }
 
-/// Parses one JSON value that makes up the whole text (surrounding white space allowed).
+/// Parses one JSON value that makes up the whole text (surrounding white
+/// space allowed), with no memory budget: for text that is already small.
 pub fn parse(text: &str) -> Result<Node<'_>, JsonError> {
+    parse_within(text, usize::MAX).map(|(node, _)| node)
+}
+
+/// Parses like [`parse`], but stops with an error ([`JsonError::over_budget`])
+/// once the tree would take more than `budget` bytes, counted as
+/// [`NODE_BYTES`] per value, [`MEMBER_BYTES`] per object member and the
+/// bytes of each string that escapes made a copy of. Returns the tree and
+/// the bytes counted.
+pub fn parse_within(text: &str, budget: usize) -> Result<(Node<'_>, usize), JsonError> {
     let mut p = Parser {
         src: text.as_bytes(),
         text,
@@ -111,14 +153,53 @@ pub fn parse(text: &str) -> Result<Node<'_>, JsonError> {
         col_at: (0, 1),
         items: Vec::new(),
         members: Vec::new(),
+        used: 0,
+        budget,
+        over_budget: false,
+        err_path: Vec::new(),
     };
-    p.skip_ws();
-    let node = p.value(0)?;
-    p.skip_ws();
-    if p.i < p.src.len() {
-        return Err(p.error("unexpected content after the JSON value"));
+    if text.len() > RESERVE_ABOVE {
+        // Room for as many children as the text can hold within the budget,
+        // reserved up front, so the scratch lists never grow by copying
+        // (which holds the old copy and the new at once). Untouched, the
+        // room is address space, not memory; without it, parsing goes on.
+        let items = (text.len() / 2 + 1).min(budget / NODE_BYTES);
+        let members = (text.len() / 5 + 1).min(budget / MEMBER_BYTES);
+        let _ = p.items.try_reserve_exact(items);
+        let _ = p.members.try_reserve_exact(members);
     }
-    Ok(node)
+    let result = p.document();
+    match result {
+        Ok(node) => Ok((node, p.used)),
+        Err(mut e) => {
+            e.over_budget = p.over_budget;
+            e.path = render_path(&p.err_path);
+            Err(e)
+        }
+    }
+}
+
+/// A step of [`JsonError::path`], pushed as the error unwinds (innermost first).
+enum ErrStep<'a> {
+    Key(Cow<'a, str>),
+    Index(usize),
+}
+
+fn render_path(steps: &[ErrStep<'_>]) -> String {
+    use fmt::Write;
+    let mut out = String::new();
+    for step in steps.iter().rev() {
+        // Writing to a String cannot fail.
+        let _ = match step {
+            ErrStep::Key(k) if out.is_empty() => write!(out, "{}", crate::finding::echo(k)),
+            ErrStep::Key(k) => write!(out, ".{}", crate::finding::echo(k)),
+            ErrStep::Index(i) => write!(out, "[{i}]"),
+        };
+    }
+    if out.is_empty() {
+        out.push('$');
+    }
+    out
 }
 
 struct Parser<'a> {
@@ -140,9 +221,39 @@ struct Parser<'a> {
     /// buffer with all its spare capacity).
     items: Vec<Node<'a>>,
     members: Vec<Member<'a>>,
+    /// Bytes of tree counted so far, and the most allowed.
+    used: usize,
+    budget: usize,
+    over_budget: bool,
+    /// Where the error happened, innermost step first.
+    err_path: Vec<ErrStep<'a>>,
 }
 
 impl<'a> Parser<'a> {
+    fn document(&mut self) -> Result<Node<'a>, JsonError> {
+        self.skip_ws();
+        let node = self.value(0)?;
+        self.skip_ws();
+        if self.i < self.src.len() {
+            return Err(self.error("unexpected content after the JSON value"));
+        }
+        Ok(node)
+    }
+
+    /// Counts `bytes` more of tree; an error once past the budget.
+    #[inline]
+    fn spend(&mut self, bytes: usize) -> Result<(), JsonError> {
+        self.used = self.used.saturating_add(bytes);
+        if self.used > self.budget {
+            self.over_budget = true;
+            return Err(self.error(format!(
+                "the document needs more than {} bytes of memory to load; it stopped here",
+                self.budget
+            )));
+        }
+        Ok(())
+    }
+
     fn pos(&mut self) -> Pos {
         if self.line_ascii {
             let column = u32::try_from(self.i - self.line_start + 1).unwrap_or(u32::MAX);
@@ -176,6 +287,8 @@ impl<'a> Parser<'a> {
         JsonError {
             message: message.to_string(),
             pos: self.pos(),
+            path: String::new(),
+            over_budget: false,
         }
     }
 
@@ -211,6 +324,7 @@ impl<'a> Parser<'a> {
         if depth >= MAX_DEPTH {
             return Err(self.error(format!("nesting deeper than {MAX_DEPTH} levels")));
         }
+        self.spend(NODE_BYTES)?;
         let pos = self.pos();
         let (value, compact_len) = match self.peek() {
             None => return Err(self.error("unexpected end of input, expected a JSON value")),
@@ -218,6 +332,9 @@ impl<'a> Parser<'a> {
             Some(b'[') => self.array(depth)?,
             Some(b'"') => {
                 let (s, plain) = self.string()?;
+                if let Cow::Owned(o) = &s {
+                    self.spend(o.len())?;
+                }
                 let len = if plain {
                     s.len() + 2
                 } else {
@@ -267,13 +384,24 @@ impl<'a> Parser<'a> {
             }
             let key_pos = self.pos();
             let (key, _) = self.string()?;
+            let owned = match &key {
+                Cow::Owned(k) => k.len(),
+                Cow::Borrowed(_) => 0,
+            };
+            self.spend((MEMBER_BYTES - NODE_BYTES) + owned)?;
             self.skip_ws();
             if self.peek() != Some(b':') {
                 return Err(self.error("expected `:` after the object key"));
             }
             self.i += 1;
             self.skip_ws();
-            let value = self.value(depth + 1)?;
+            let value = match self.value(depth + 1) {
+                Ok(v) => v,
+                Err(e) => {
+                    self.err_path.push(ErrStep::Key(key));
+                    return Err(e);
+                }
+            };
             len += 1 + key.len() + 3 + value.compact_len as usize;
             self.members.push(Member {
                 key,
@@ -302,9 +430,17 @@ impl<'a> Parser<'a> {
         }
         // `[]`, and per item a `,` or the `[` and the item.
         let mut len = 1;
+        let mut index = 0;
         loop {
             self.skip_ws();
-            let item = self.value(depth + 1)?;
+            let item = match self.value(depth + 1) {
+                Ok(v) => v,
+                Err(e) => {
+                    self.err_path.push(ErrStep::Index(index));
+                    return Err(e);
+                }
+            };
+            index += 1;
             len += 1 + item.compact_len as usize;
             self.items.push(item);
             self.skip_ws();
@@ -538,7 +674,8 @@ impl<'p> JsonPath<'p> {
             if !out.is_empty() {
                 out.push('.');
             }
-            out.push_str(k);
+            // Keys are input: a key cannot break the line a path is shown on.
+            let _ = write!(out, "{}", crate::finding::echo(k));
         }
         if let Some(i) = index {
             // Writing to a String cannot fail.
@@ -616,6 +753,64 @@ mod tests {
         assert!(parse(&deep).unwrap_err().message.contains("nesting"));
         let ok = "[".repeat(MAX_DEPTH - 1) + &"]".repeat(MAX_DEPTH - 1);
         assert!(parse(&ok).is_ok());
+    }
+
+    #[test]
+    fn a_million_levels_of_nesting_is_an_error_not_a_stack_overflow() {
+        for (open, close) in [("[", "]"), ("{\"a\":", "}")] {
+            let deep = open.repeat(1_000_000) + &close.repeat(1_000_000);
+            let e = parse(&deep).unwrap_err();
+            assert!(e.message.contains("nesting deeper than 128"), "{e}");
+            assert!(!e.over_budget);
+        }
+    }
+
+    #[test]
+    fn the_budget_counts_nodes_members_and_copied_strings() {
+        let (_, used) = parse_within("[0, [], \"ab\"]", usize::MAX).unwrap();
+        assert_eq!(used, 4 * NODE_BYTES);
+        // A member is counted whole; an escaped string's copy by its bytes.
+        let (_, used) = parse_within(r#"{"a": "x\ny", "b\u00e9": 1}"#, usize::MAX).unwrap();
+        assert_eq!(used, NODE_BYTES + 2 * MEMBER_BYTES + 3 + 3);
+        // Exactly the budget is enough; a byte less is not.
+        assert!(parse_within("[0, [], \"ab\"]", 4 * NODE_BYTES).is_ok());
+        assert!(parse_within("[0, [], \"ab\"]", 4 * NODE_BYTES - 1).is_err());
+    }
+
+    #[test]
+    fn running_out_of_budget_stops_where_it_ran_out() {
+        // The budget covers the object and its member `a`, and two items of `b`.
+        let text = r#"{"a": 1, "b": [0, 0, 0, 0]}"#;
+        let budget = NODE_BYTES + MEMBER_BYTES + MEMBER_BYTES + 2 * NODE_BYTES;
+        let e = parse_within(text, budget).unwrap_err();
+        assert!(e.over_budget, "{e:?}");
+        assert_eq!(e.path, "b[2]");
+        assert_eq!((e.pos.line, e.pos.column), (1, 22));
+        assert!(e.message.contains(&budget.to_string()), "{e}");
+        assert!(parse_within(text, budget + NODE_BYTES).is_err());
+        assert!(parse_within(text, budget + 2 * NODE_BYTES).is_ok());
+        // Syntax errors are placed the same way; keys shown escaped.
+        let e = parse(r#"{"x": [{}, {"k\ny": [1, tru]}]}"#).unwrap_err();
+        assert!(!e.over_budget);
+        assert_eq!(e.path, r"x[1].k\ny[1]");
+        assert_eq!(parse("[").unwrap_err().path, "[0]");
+        assert_eq!(parse("{} x").unwrap_err().path, "$");
+    }
+
+    #[test]
+    fn real_documents_fit_their_budget_with_room() {
+        // Compact IAM JSON, the densest real kind: a few bytes of tree per byte.
+        let doc = r#"{"Version":"2012-10-17","Statement":[{"Sid":"A","Effect":"Allow","Principal":{"Service":"s3.amazonaws.com"},"Action":"lambda:InvokeFunction","Resource":"arn:aws:lambda:us-east-1:111122223333:function:f","Condition":{"StringEquals":{"AWS:SourceAccount":"111122223333"}}}],"Tags":[{"Key":"a","Value":"b"}]}"#;
+        let (_, used) = parse_within(doc, usize::MAX).unwrap();
+        assert!(
+            used * 2 < doc.len() * BUDGET_PER_BYTE,
+            "{used} for {}",
+            doc.len()
+        );
+        // The densest JSON does not fit.
+        let zeros = format!("[{}0]", "0,".repeat(1 << 20));
+        let e = parse_within(&zeros, budget_for(zeros.len())).unwrap_err();
+        assert!(e.over_budget);
     }
 
     #[test]

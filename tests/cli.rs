@@ -289,3 +289,121 @@ fn check_exit_codes() {
         .unwrap()
         .starts_with("User: anonymous is not authorized"));
 }
+
+/// A function policy file around `statements` (JSON text).
+fn function_policy(statements: &str) -> String {
+    format!(
+        "{{\"ResourceArn\": \"{F}:f\", \"Policy\": {{\"Version\": \"2012-10-17\", \"Statement\": [{statements}]}}}}"
+    )
+}
+
+#[test]
+fn validate_output_cannot_be_forged_by_what_the_store_holds() {
+    let dir = tempfile::tempdir().unwrap();
+    let forged = r"\nstore OK: 9 accounts, 9 principals, 9 policies, 9 statements; 0 finding(s), none rejecting";
+    let statement = |sid: &str, extra: &str| {
+        format!(
+            r#"{{"Sid": "{sid}", "Effect": "Allow", "Principal": {{"Service": "s3.amazonaws.com"}}, "Action": "lambda:InvokeFunction", "Resource": "{F}:f", "Condition": {{"StringEquals": {{"AWS:SourceAccount": "111122223333"}}}}{extra}}}"#
+        )
+    };
+    // In a Sid (of two statements), keys (one with a bidi override), a
+    // principal ARN, and a file name.
+    let text = function_policy(&format!(
+        "{}, {}",
+        statement(&format!("a{forged}"), &format!(r#", "x\r{forged}": 1"#)),
+        statement(&format!("a{forged}"), "")
+    ));
+    std::fs::write(dir.path().join("f.json"), text).unwrap();
+    let principal = function_policy(&format!(
+        r#"{{"Effect": "Allow", "Principal": {{"AWS": "arn:aws:iam::111122223333:user/a{forged}"}}, "Action": "lambda:InvokeFunction", "Resource": "{F}:g", "evil\u202etxt.exe": 1}}"#
+    ));
+    std::fs::write(dir.path().join("g.json"), principal).unwrap();
+    std::fs::write(
+        dir.path().join("h\nstore OK: 1 accounts.json"),
+        "{\"UserDetailList\": [",
+    )
+    .unwrap();
+
+    let o = iamd(&["validate", "--store", dir.path().to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1));
+    let text = stdout(&o);
+    for line in text.lines() {
+        assert!(
+            !line.starts_with("store OK"),
+            "forged line {line:?} in\n{text}"
+        );
+    }
+    assert!(
+        text.lines().last().unwrap().starts_with("store rejected"),
+        "{text}"
+    );
+    // The input is still shown, escaped: each finding on its own line.
+    assert!(text.contains(r"`a\nstore OK: 9 accounts"), "{text}");
+    assert!(text.contains(r"x\r\nstore OK"), "{text}");
+    assert!(text.contains(r"h\nstore OK: 1 accounts.json:1:"), "{text}");
+    assert!(text.contains(r"\u{202e}"), "{text}");
+    assert!(!text.contains(['\r', '\u{202e}']), "{text:?}");
+    assert_eq!(text.lines().count(), findings_of(dir.path()).len() + 1);
+}
+
+/// The findings `iamd validate --json` lists for `store`.
+fn findings_of(store: &Path) -> Vec<Value> {
+    let o = iamd(&["validate", "--store", store.to_str().unwrap(), "--json"]);
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    v["findings"].as_array().unwrap().clone()
+}
+
+#[test]
+fn validate_cuts_long_values_short() {
+    let dir = tempfile::tempdir().unwrap();
+    let long = "a".repeat(1 << 20);
+    let text = function_policy(&format!(
+        r#"{{"Effect": "Allow", "Principal": {{"AWS": "arn:aws:iam::111122223333:user/{long}*"}}, "Action": "lambda:InvokeFunction", "Resource": "{F}:f", "{long}": 1}}"#
+    ));
+    std::fs::write(dir.path().join("f.json"), text).unwrap();
+    let o = iamd(&["validate", "--store", dir.path().to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1));
+    let text = stdout(&o);
+    assert!(text.len() < 8_000, "{} bytes of output", text.len());
+    let arn_len = "arn:aws:iam::111122223333:user/*".len() + long.len();
+    assert!(text.contains(&format!("…({arn_len} bytes)")), "{text}");
+    assert!(text.contains(&format!("…({} bytes)", long.len())), "{text}");
+
+    let findings = findings_of(dir.path());
+    assert!(!findings.is_empty());
+    for f in &findings {
+        let (message, path) = (
+            f["message"].as_str().unwrap(),
+            f["location"]["path"].as_str().unwrap(),
+        );
+        assert!(message.len() < 2_000 && path.len() < 2_000, "{f}");
+    }
+}
+
+#[test]
+fn check_refuses_control_characters_and_echoes_them_escaped() {
+    for (principal, resource) in [
+        ("arn:aws:iam::111122223333:user/a\u{1}b", format!("{F}:f")),
+        (
+            "arn:aws:iam::111122223333:user/a",
+            format!("{F}:f\nstore OK"),
+        ),
+    ] {
+        let store = example_store();
+        let o = iamd(&[
+            "check",
+            "--store",
+            store.to_str().unwrap(),
+            "--principal",
+            principal,
+            "--action",
+            "lambda:InvokeFunction",
+            "--resource",
+            &resource,
+        ]);
+        assert_eq!(o.status.code(), Some(2), "{principal:?} {resource:?}");
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(err.contains("control character"), "{err}");
+        assert_eq!(err.trim_end().lines().count(), 1, "{err:?}");
+    }
+}

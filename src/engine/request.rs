@@ -12,6 +12,7 @@ use std::str::FromStr;
 
 use jiff::Timestamp;
 
+use crate::finding::echo;
 use crate::policy::arn::{is_account_id, Arn};
 use crate::policy::condition::parse_date;
 
@@ -78,7 +79,7 @@ pub enum Principal<'a> {
 
 impl<'a> Principal<'a> {
     pub fn parse(s: &'a str) -> Result<Self, RequestError> {
-        let bad = |why: &str| RequestError::Principal(format!("`{s}` {why}"));
+        let bad = |why: &str| RequestError::Principal(format!("`{}` {why}", echo(s)));
         if s.is_empty() {
             return Err(RequestError::Principal("the principal is empty".into()));
         }
@@ -216,7 +217,7 @@ pub enum RequestError {
 }
 
 fn parse_action(action: &str) -> Result<ActionBuf, RequestError> {
-    let bad = |why: &str| RequestError::Action(format!("`{action}` {why}"));
+    let bad = |why: &str| RequestError::Action(format!("`{}` {why}", echo(action)));
     if action.is_empty() {
         return Err(RequestError::Action("the action is empty".into()));
     }
@@ -251,7 +252,10 @@ fn check_context(context: &[ContextEntry]) -> Result<(), RequestError> {
     for entry in context {
         let key = entry.key.as_str();
         if key.is_empty() || key.len() > 256 || key.chars().any(char::is_control) {
-            return Err(RequestError::Context(format!("bad context key `{key}`")));
+            return Err(RequestError::Context(format!(
+                "bad context key `{}`",
+                echo(key)
+            )));
         }
         let ty = crate::catalog::condition_key_type(key);
         for v in &entry.values {
@@ -268,7 +272,9 @@ fn check_context(context: &[ContextEntry]) -> Result<(), RequestError> {
             };
             if !valid {
                 return Err(RequestError::Context(format!(
-                    "`{v}` is not a valid value for `{key}` (type {:?})",
+                    "`{}` is not a valid value for `{}` (type {:?})",
+                    echo(v),
+                    echo(key),
                     ty.unwrap_or(crate::catalog::KeyType::String)
                 )));
             }
@@ -460,5 +466,29 @@ mod tests {
             ContextEntry::new("custom:x", ["anything"]),
         ];
         assert!(Request::new(p, "a:b", "*", &ok, now).is_ok());
+    }
+
+    #[test]
+    fn control_characters_and_long_text_are_refused_and_echoed_safely() {
+        let now = Timestamp::UNIX_EPOCH;
+        let r = "arn:aws:lambda:us-east-1:111122223333:function:f";
+        for p in [
+            "arn:aws:iam::111122223333:user/al\u{0}ice",
+            "arn:aws:iam::111122223333:role/app\nstore OK",
+            "arn:aws:sts::111122223333:assumed-role/app/s\u{1b}[2J",
+        ] {
+            let e = Request::new(p, "a:b", r, &[], now).unwrap_err();
+            assert!(matches!(e, RequestError::Principal(_)), "{p:?}: {e:?}");
+            assert!(!e.to_string().contains(char::is_control), "{e}");
+        }
+        let e = Request::new("*", "a:b", &format!("{r}\u{0}"), &[], now).unwrap_err();
+        assert!(matches!(e, RequestError::Resource(_)), "{e:?}");
+        // A megabyte principal is refused, and the message quotes a little of it.
+        let huge = format!("arn:aws:iam::111122223333:user/{}", "a".repeat(1 << 20));
+        let e = Request::new(&huge, "a:b", r, &[], now)
+            .unwrap_err()
+            .to_string();
+        assert!(e.len() < 400, "{} bytes", e.len());
+        assert!(e.contains(&format!("…({} bytes)", huge.len())), "{e}");
     }
 }

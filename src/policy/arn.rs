@@ -6,19 +6,30 @@
 
 use std::fmt;
 
-/// Why a string is not an ARN.
+use crate::finding::echo;
+
+/// Why a string is not an ARN. Each holds the text, and shows it through
+/// [`echo`]: escaped and, when long, cut short.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ArnError {
-    #[error("`{0}` does not start with `arn:`")]
+    #[error("`{}` does not start with `arn:`", echo(.0))]
     NoPrefix(String),
-    #[error("`{0}` has fewer than six colon-separated components (arn:partition:service:region:account:resource)")]
+    #[error("`{}` has fewer than six colon-separated components (arn:partition:service:region:account:resource)", echo(.0))]
     TooFewComponents(String),
-    #[error("`{0}` has an empty partition")]
+    #[error("`{}` has an empty partition", echo(.0))]
     EmptyPartition(String),
-    #[error("`{0}` has an empty service")]
+    #[error("`{}` has an empty service", echo(.0))]
     EmptyService(String),
-    #[error("`{0}` has an empty resource")]
+    #[error("`{}` has an empty resource", echo(.0))]
     EmptyResource(String),
+    #[error("`{}` contains a control character; no AWS resource or principal is named so", echo(.0))]
+    ControlCharacter(String),
+}
+
+/// True when `s` holds a control character (C0, DEL or C1): no ARN, account
+/// id or principal name has one, so it can only be a mistake or a forgery.
+pub fn has_control(s: &str) -> bool {
+    s.bytes().any(|b| b < 0x20 || b == 0x7f) || (!s.is_ascii() && s.chars().any(char::is_control))
 }
 
 /// A parsed ARN, borrowing from its text.
@@ -48,6 +59,9 @@ impl<'a> Arn<'a> {
         }
         if resource.is_empty() {
             return Err(ArnError::EmptyResource(s.to_owned()));
+        }
+        if has_control(s) {
+            return Err(ArnError::ControlCharacter(s.to_owned()));
         }
         Ok(Arn {
             partition,
@@ -141,6 +155,33 @@ mod tests {
             Arn::parse("arn:aws:s3:::"),
             Err(ArnError::EmptyResource(_))
         ));
+    }
+
+    #[test]
+    fn rejects_control_characters_anywhere() {
+        for bad in [
+            "arn:aws:iam::111122223333:user/al\u{0}ice",
+            "arn:aws:iam::111122223333:user/alice\n",
+            "arn:aws\t:s3:::bucket",
+            "arn:aws:s3:::bucket/\u{7f}",
+            "arn:aws:s3:::bucket/\u{85}key",
+        ] {
+            let e = Arn::parse(bad).unwrap_err();
+            assert!(matches!(e, ArnError::ControlCharacter(_)), "{bad:?}: {e:?}");
+            // The message shows the text escaped, on one line.
+            let msg = e.to_string();
+            assert!(!msg.contains(char::is_control), "{msg:?}");
+        }
+        // Other characters beyond ASCII are left to the resource's service.
+        assert!(Arn::parse("arn:aws:s3:::bucket/caf\u{e9}").is_ok());
+    }
+
+    #[test]
+    fn errors_cut_long_text_short() {
+        let long = format!("arn:aws:s3:::{}\u{0}", "b".repeat(1 << 20));
+        let msg = Arn::parse(&long).unwrap_err().to_string();
+        assert!(msg.len() < 400, "{} bytes", msg.len());
+        assert!(msg.contains(&format!("…({} bytes)", long.len())), "{msg}");
     }
 
     #[test]

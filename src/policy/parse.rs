@@ -8,12 +8,12 @@
 use super::condition::{Clause, Condition, Operator, SetQualifier};
 use super::pattern::{ArnPattern, Pattern, Syntax};
 use super::{
-    arn::{is_account_id, Arn},
+    arn::{has_control, is_account_id, Arn},
     ActionElement, Effect, Policy, PrincipalElement, PrincipalList, PrincipalSpec, ResourceElement,
     Statement, Version,
 };
 use crate::catalog;
-use crate::finding::{FindingType, Findings, Origin};
+use crate::finding::{echo, FindingType, Findings, Origin};
 use crate::json::{self, JsonPath, Node, Value};
 
 /// What a document is attached to; decides which elements it may hold and its size limit.
@@ -130,8 +130,23 @@ pub fn parse_policy_text(
             }
         }
     };
-    match json::parse(text) {
-        Ok(node) => parse_policy(&node, kind, origin, findings),
+    let budget = json::budget_for(text.len());
+    match json::parse_within(text, budget) {
+        Ok((node, _)) => parse_policy(&node, kind, origin, findings),
+        Err(e) if e.over_budget => {
+            findings.push(
+                FindingType::Error,
+                "FILE_TOO_COMPLEX",
+                origin.location(&JsonPath::root(), at.pos),
+                format!(
+                    "the policy document's JSON values would take more than {budget} bytes of memory ({} per byte of its {} plus {}): too many small values",
+                    json::BUDGET_PER_BYTE,
+                    text.len(),
+                    json::BUDGET_BASE
+                ),
+            );
+            None
+        }
         Err(e) => {
             findings.push(
                 FindingType::Error,
@@ -211,7 +226,10 @@ pub fn parse_policy(
                 "UNKNOWN_ELEMENT",
                 &path,
                 &m.value,
-                format!("unknown policy element `{other}` (element names are case-sensitive)"),
+                format!(
+                    "unknown policy element `{}` (element names are case-sensitive)",
+                    echo(other)
+                ),
             ),
         }
     }
@@ -290,7 +308,8 @@ pub fn parse_policy(
                                 &path.key("Sid"),
                                 item.get("Sid").unwrap_or(item),
                                 format!(
-                                    "duplicate `Sid` `{sid}`: Sids must be unique within a policy"
+                                    "duplicate `Sid` `{}`: Sids must be unique within a policy",
+                                    echo(sid)
                                 ),
                             );
                         }
@@ -342,7 +361,7 @@ fn check_duplicate_keys(cx: &mut Ctx<'_>, path: &JsonPath, node: &Node) {
                 "DUPLICATE_KEY",
                 &path.key(&m.key),
                 &m.value,
-                format!("the element `{}` appears more than once", m.key),
+                format!("the element `{}` appears more than once", echo(&m.key)),
             );
         }
     }
@@ -437,7 +456,7 @@ fn parse_statement(
                 &m.value,
                 format!(
                     "unknown statement element `{}` (element names are case-sensitive)",
-                    m.key
+                    echo(&m.key)
                 ),
             );
         }
@@ -461,7 +480,8 @@ fn parse_statement(
                         &path.key("Sid"),
                         n,
                         format!(
-                            "`Sid` `{s}` has characters a {} does not allow",
+                            "`Sid` `{}` has characters a {} does not allow",
+                            echo(s),
                             cx.kind.name()
                         ),
                     );
@@ -621,7 +641,7 @@ fn parse_principal(
                 "INVALID_PRINCIPAL",
                 &ppath,
                 pnode,
-                format!("a principal string must be \"*\"; write {{\"AWS\": \"{s}\"}} or {{\"Service\": \"{s}\"}}"),
+                format!("a principal string must be \"*\"; write {{\"AWS\": \"{s}\"}} or {{\"Service\": \"{s}\"}}", s = echo(s)),
             );
             return None;
         }
@@ -633,6 +653,18 @@ fn parse_principal(
                 let mpath = ppath.key(&m.key);
                 let values = string_list(cx, &mpath, &m.value, key);
                 for (vpath, vnode, v) in values {
+                    if has_control(v) {
+                        cx.error(
+                            "INVALID_PRINCIPAL",
+                            &vpath,
+                            vnode,
+                            format!(
+                                "`{}` contains a control character; no principal is named so",
+                                echo(v)
+                            ),
+                        );
+                        continue;
+                    }
                     match m.key.as_ref() {
                         "AWS" => {
                             if v == "*" {
@@ -656,7 +688,7 @@ fn parse_principal(
                                     "an empty service principal matches no caller",
                                 );
                             } else if v.contains(['*', '?']) || v.contains(char::is_whitespace) {
-                                cx.error("INVALID_PRINCIPAL", &vpath, vnode, format!("`{v}` is not a service principal such as `s3.amazonaws.com`"));
+                                cx.error("INVALID_PRINCIPAL", &vpath, vnode, format!("`{}` is not a service principal such as `s3.amazonaws.com`", echo(v)));
                             }
                             list.services.push(v.into());
                         }
@@ -666,7 +698,7 @@ fn parse_principal(
                                     "INVALID_PRINCIPAL",
                                     &vpath,
                                     vnode,
-                                    format!("`{v}` is not a federated identity provider"),
+                                    format!("`{}` is not a federated identity provider", echo(v)),
                                 );
                             }
                             list.federated.push(v.into());
@@ -686,7 +718,7 @@ fn parse_principal(
                                 "INVALID_PRINCIPAL",
                                 &mpath,
                                 &m.value,
-                                format!("unknown principal type `{other}`: expected AWS, Service, Federated or CanonicalUser"),
+                                format!("unknown principal type `{}`: expected AWS, Service, Federated or CanonicalUser", echo(other)),
                             );
                             break;
                         }
@@ -720,7 +752,8 @@ fn add_aws_principal(list: &mut PrincipalList, v: &str) -> Result<(), String> {
     }
     if v.contains(['*', '?']) {
         return Err(format!(
-            "`{v}`: a wildcard cannot match part of a principal; use \"*\" alone, or a condition on aws:PrincipalArn"
+            "`{}`: a wildcard cannot match part of a principal; use \"*\" alone, or a condition on aws:PrincipalArn",
+            echo(v)
         ));
     }
     if let Ok(arn) = Arn::parse(v) {
@@ -743,7 +776,8 @@ fn add_aws_principal(list: &mut PrincipalList, v: &str) -> Result<(), String> {
             return Ok(());
         }
         return Err(format!(
-            "`{v}` is not an account, IAM user, IAM role, assumed-role session or federated-user ARN"
+            "`{}` is not an account, IAM user, IAM role, assumed-role session or federated-user ARN",
+            echo(v)
         ));
     }
     let unique_id = v.len() >= 16
@@ -758,7 +792,8 @@ fn add_aws_principal(list: &mut PrincipalList, v: &str) -> Result<(), String> {
         return Ok(());
     }
     Err(format!(
-        "`{v}` is not an AWS account id, an IAM ARN, or a unique id"
+        "`{}` is not an AWS account id, an IAM ARN, or a unique id",
+        echo(v)
     ))
 }
 
@@ -794,7 +829,10 @@ fn parse_action(cx: &mut Ctx<'_>, path: &JsonPath, node: &Node) -> Option<Action
                     "INVALID_ACTION",
                     &vpath,
                     vnode,
-                    format!("`{v}` is not an action: expected `service:Action` or `*`"),
+                    format!(
+                        "`{}` is not an action: expected `service:Action` or `*`",
+                        echo(v)
+                    ),
                 );
                 continue;
             };
@@ -808,7 +846,10 @@ fn parse_action(cx: &mut Ctx<'_>, path: &JsonPath, node: &Node) -> Option<Action
                     "INVALID_ACTION",
                     &vpath,
                     vnode,
-                    format!("`{v}`: the service prefix must be a plain name without wildcards"),
+                    format!(
+                        "`{}`: the service prefix must be a plain name without wildcards",
+                        echo(v)
+                    ),
                 );
                 continue;
             }
@@ -817,7 +858,7 @@ fn parse_action(cx: &mut Ctx<'_>, path: &JsonPath, node: &Node) -> Option<Action
                     "INVALID_ACTION",
                     &vpath,
                     vnode,
-                    format!("`{v}` is not an action: expected `service:Action`"),
+                    format!("`{}` is not an action: expected `service:Action`", echo(v)),
                 );
                 continue;
             }
@@ -842,7 +883,7 @@ fn parse_action(cx: &mut Ctx<'_>, path: &JsonPath, node: &Node) -> Option<Action
                         "UNKNOWN_ACTION",
                         &vpath,
                         vnode,
-                        format!("`{v}` matches no AWS Lambda action"),
+                        format!("`{}` matches no AWS Lambda action", echo(v)),
                     );
                 }
                 patterns.push(p);
@@ -898,6 +939,18 @@ fn parse_resource(
     let values = string_list(cx, &rpath, rnode, key);
     let mut patterns = Vec::with_capacity(values.len());
     for (vpath, vnode, v) in values {
+        if has_control(v) {
+            cx.error(
+                "INVALID_ARN_RESOURCE",
+                &vpath,
+                vnode,
+                format!(
+                    "`{}` contains a control character; no resource is named so",
+                    echo(v)
+                ),
+            );
+            continue;
+        }
         match ArnPattern::parse(v, variables) {
             Ok(p) => {
                 if let Some(arn) = p.as_literal().and_then(|s| Arn::parse(s).ok()) {
@@ -910,7 +963,11 @@ fn parse_resource(
                             "INVALID_ACCOUNT_ID",
                             &vpath,
                             vnode,
-                            format!("`{}` is not a 12-digit account id, so `{v}` names no real function", arn.account),
+                            format!(
+                                "`{}` is not a 12-digit account id, so `{}` names no real function",
+                                echo(arn.account),
+                                echo(v)
+                            ),
                         );
                     }
                 }
@@ -1012,7 +1069,10 @@ fn parse_condition(
                 "INVALID_CONDITION",
                 &opath,
                 &op_member.value,
-                format!("`{}` must map condition keys to values", op_member.key),
+                format!(
+                    "`{}` must map condition keys to values",
+                    echo(&op_member.key)
+                ),
             );
             continue;
         };
@@ -1022,6 +1082,22 @@ fn parse_condition(
             let Some(values) = condition_values(cx, &kpath, &key_member.value) else {
                 continue;
             };
+            if let Some(bad) = values
+                .iter()
+                .find(|v| has_control(v))
+                .filter(|_| arn_values(operator, &key_member.key))
+            {
+                cx.error(
+                    "INVALID_CONDITION_VALUE",
+                    &kpath,
+                    &key_member.value,
+                    format!(
+                        "`{}` contains a control character; no ARN is written so",
+                        echo(bad)
+                    ),
+                );
+                continue;
+            }
             match Clause::compile(operator, &key_member.key, &values, variables) {
                 Ok(clause) => {
                     condition_warnings(cx, &kpath, &key_member.value, &clause, effect);
@@ -1040,6 +1116,15 @@ fn parse_condition(
     Condition {
         clauses: clauses.into_boxed_slice(),
     }
+}
+
+/// True when the clause compares ARNs: an ARN operator, or an ARN-typed key.
+fn arn_values(operator: Operator, key: &str) -> bool {
+    use super::condition::BaseOperator as B;
+    matches!(
+        operator.base,
+        B::ArnEquals | B::ArnLike | B::ArnNotEquals | B::ArnNotLike
+    ) || catalog::condition_key_type(key) == Some(catalog::KeyType::Arn)
 }
 
 fn condition_warnings(
@@ -1061,7 +1146,7 @@ fn condition_warnings(
             "SET_OPERATOR_ON_SINGLE_VALUED_KEY",
             path,
             node,
-            format!("`{}` is single-valued; `{}` treats it as a one-element set, which is rarely what is meant", clause.key, clause.operator),
+            format!("`{}` is single-valued; `{}` treats it as a one-element set, which is rarely what is meant", echo(&clause.key), clause.operator),
         );
     }
     if clause.operator.qualifier.is_none() && ty.is_multivalued() && op != B::Null {
@@ -1072,7 +1157,8 @@ fn condition_warnings(
             node,
             format!(
                 "`{}` is multivalued; qualify `{}` with ForAnyValue: or ForAllValues:",
-                clause.key, clause.operator
+                echo(&clause.key),
+                clause.operator
             ),
         );
     }
@@ -1085,7 +1171,7 @@ fn condition_warnings(
             "FOR_ALL_VALUES_WITH_ALLOW",
             path,
             node,
-            format!("`{}` is true when the request has no `{}` at all; with Allow, also require the key (Null: false)", clause.operator, clause.key),
+            format!("`{}` is true when the request has no `{}` at all; with Allow, also require the key (Null: false)", clause.operator, echo(&clause.key)),
         );
     }
     let fits = match ty {
@@ -1149,7 +1235,8 @@ fn condition_warnings(
             node,
             format!(
                 "`{}` is of type {ty:?}, which `{}` does not compare as such",
-                clause.key, clause.operator
+                echo(&clause.key),
+                clause.operator
             ),
         );
     }
@@ -1207,6 +1294,112 @@ mod tests {
 
     fn codes(f: &Findings) -> Vec<&'static str> {
         f.iter().map(|f| f.issue_code).collect()
+    }
+
+    #[test]
+    fn control_characters_in_principals_resources_and_arn_conditions_are_errors() {
+        let f = "arn:aws:lambda:us-east-1:111122223333:function:f";
+        let statement = |principal: &str, resource: &str, condition: &str| {
+            format!(
+                r#"{{"Version": "2012-10-17", "Statement": {{"Effect": "Deny", {principal}, "Action": "lambda:InvokeFunction", {resource}, "Condition": {condition}}}}}"#
+            )
+        };
+        let ok_principal = r#""Principal": {"AWS": "111122223333"}"#;
+        let ok_resource = format!(r#""Resource": "{f}""#);
+        let ok_condition = r#"{"StringEquals": {"aws:SourceAccount": "111122223333"}}"#;
+        let cases = [
+            (
+                statement(
+                    r#""Principal": {"AWS": "arn:aws:iam::111122223333:user/a\u0000"}"#,
+                    &ok_resource,
+                    ok_condition,
+                ),
+                "INVALID_PRINCIPAL",
+                "Statement.Principal.AWS",
+            ),
+            (
+                statement(
+                    r#""NotPrincipal": {"AWS": ["arn:aws:iam::111122223333:root", "arn:aws:iam::111122223333:role/r\u0007"]}"#,
+                    &ok_resource,
+                    ok_condition,
+                ),
+                "INVALID_PRINCIPAL",
+                "Statement.NotPrincipal.AWS[1]",
+            ),
+            (
+                statement(
+                    r#""Principal": {"Service": "s3.amazonaws.com\u0000"}"#,
+                    &ok_resource,
+                    ok_condition,
+                ),
+                "INVALID_PRINCIPAL",
+                "Statement.Principal.Service",
+            ),
+            (
+                statement(
+                    ok_principal,
+                    &format!(r#""Resource": "{f}\u0000""#),
+                    ok_condition,
+                ),
+                "INVALID_ARN_RESOURCE",
+                "Statement.Resource",
+            ),
+            (
+                statement(
+                    ok_principal,
+                    &format!(r#""NotResource": ["{f}", "{f}:\n"]"#),
+                    ok_condition,
+                ),
+                "INVALID_ARN_RESOURCE",
+                "Statement.NotResource[1]",
+            ),
+            (
+                statement(
+                    ok_principal,
+                    &ok_resource,
+                    &format!(r#"{{"ArnLike": {{"aws:SourceArn": "{f}\u001b"}}}}"#),
+                ),
+                "INVALID_CONDITION_VALUE",
+                "Statement.Condition.ArnLike.aws:SourceArn",
+            ),
+            (
+                statement(
+                    ok_principal,
+                    &ok_resource,
+                    &format!(r#"{{"StringEquals": {{"aws:PrincipalArn": ["{f}", "a\u0000"]}}}}"#),
+                ),
+                "INVALID_CONDITION_VALUE",
+                "Statement.Condition.StringEquals.aws:PrincipalArn",
+            ),
+        ];
+        for (text, code, path) in cases {
+            let (p, f) = parse_with(PolicyKind::Resource, &text);
+            assert!(p.is_none(), "{text}");
+            let errors: Vec<_> = f.errors().collect();
+            assert_eq!(errors.len(), 1, "{text}: {f:?}");
+            assert_eq!(errors[0].issue_code, code, "{text}");
+            assert_eq!(errors[0].location.path, path, "{text}");
+            assert!(
+                errors[0].message.contains("control character"),
+                "{:?}",
+                errors[0]
+            );
+            assert!(
+                !errors[0].message.contains(char::is_control),
+                "{:?}",
+                errors[0]
+            );
+        }
+        // Control characters in other string conditions are values like any.
+        let (p, f) = parse_with(
+            PolicyKind::Resource,
+            &statement(
+                ok_principal,
+                &ok_resource,
+                r#"{"StringEquals": {"aws:UserAgent": "a\tb"}}"#,
+            ),
+        );
+        assert!(p.is_some(), "{f:?}");
     }
 
     #[test]

@@ -10,9 +10,9 @@ use rustc_hash::{FxHashMap, FxHashSet};
 use super::{
     Group, ManagedPolicy, NamedPolicy, ResourcePolicy, Role, ServiceControlPolicy, Store, User,
 };
-use crate::finding::{FindingType, Findings, Location, Origin};
+use crate::finding::{echo, FindingType, Findings, Location, Origin};
 use crate::json::{self, JsonPath, Node, Value};
-use crate::policy::arn::{is_account_id, Arn};
+use crate::policy::arn::{has_control, is_account_id, Arn, ArnError};
 use crate::policy::parse::{parse_policy, parse_policy_text, PolicyKind};
 use crate::policy::Policy;
 
@@ -223,7 +223,7 @@ impl FileCx<'_> {
                     "INVALID_ARN",
                     &path.key("Arn"),
                     node,
-                    format!("`{arn_text}` is not the IAM {kind} ARN of `{name}` (arn:aws:iam::ACCOUNT:{kind}/PATH/{name})"),
+                    format!("`{}` is not the IAM {kind} ARN of `{name}` (arn:aws:iam::ACCOUNT:{kind}/PATH/{name})", echo(&arn_text), name = echo(name)),
                 );
                 None
             }
@@ -284,23 +284,41 @@ impl Builder {
         }
     }
 
-    pub(super) fn add_file(&mut self, rel: &str, text: &str, findings: &mut Findings) {
+    /// Reads one store file; returns the bytes of JSON tree it took (for
+    /// the store's budget).
+    pub(super) fn add_file(&mut self, rel: &str, text: &str, findings: &mut Findings) -> usize {
         self.store.files.push(rel.to_owned());
-        let root = match json::parse(text) {
-            Ok(n) => n,
+        let budget = json::budget_for(text.len());
+        let (root, used) = match json::parse_within(text, budget) {
+            Ok(parsed) => parsed,
             Err(e) => {
+                let loc = Location {
+                    file: rel.into(),
+                    path: e.path,
+                    line: e.pos.line,
+                    column: e.pos.column,
+                };
+                if e.over_budget {
+                    findings.push(
+                        FindingType::Error,
+                        "FILE_TOO_COMPLEX",
+                        loc,
+                        format!(
+                            "the file's JSON values would take more than {budget} bytes of memory ({} per byte of its {} plus {}): too many small values; reading stopped here",
+                            json::BUDGET_PER_BYTE,
+                            text.len(),
+                            json::BUDGET_BASE
+                        ),
+                    );
+                    return budget;
+                }
                 findings.push(
                     FindingType::Error,
                     "JSON_SYNTAX_ERROR",
-                    Location {
-                        file: rel.into(),
-                        path: "$".into(),
-                        line: e.pos.line,
-                        column: e.pos.column,
-                    },
+                    loc,
                     format!("not valid JSON: {}", e.message),
                 );
-                return;
+                return 0;
             }
         };
         let mut cx = FileCx {
@@ -326,6 +344,7 @@ impl Builder {
                 "not a store file: expected `aws iam get-account-authorization-details` output (UserDetailList, GroupDetailList, RoleDetailList, Policies), `aws lambda get-policy` output (Policy), or {\"ServiceControlPolicies\": [...]}",
             );
         }
+        used
     }
 
     fn authorization_details(&mut self, cx: &mut FileCx<'_>, root: &Node) {
@@ -354,6 +373,16 @@ impl Builder {
             let Some(arn) = cx.string(item, &path, "Arn").map(str::to_owned) else {
                 continue;
             };
+            if has_control(&arn) {
+                let at = item.get("Arn").unwrap_or(item);
+                cx.error(
+                    "INVALID_ARN",
+                    &path.key("Arn"),
+                    at,
+                    ArnError::ControlCharacter(arn).to_string(),
+                );
+                continue;
+            }
             let name = cx
                 .opt_string(item, &path, "PolicyName")
                 .unwrap_or_default()
@@ -374,7 +403,10 @@ impl Builder {
                     "MISSING_DEFAULT_VERSION",
                     &path,
                     item,
-                    format!("managed policy `{arn}` has no default version in PolicyVersionList"),
+                    format!(
+                        "managed policy `{}` has no default version in PolicyVersionList",
+                        echo(&arn)
+                    ),
                 );
                 continue;
             };
@@ -467,7 +499,8 @@ impl Builder {
                         &path,
                         item,
                         format!(
-                            "role `{name}` has no AssumeRolePolicyDocument: nobody can assume it"
+                            "role `{}` has no AssumeRolePolicyDocument: nobody can assume it",
+                            echo(&name)
                         ),
                     );
                     None
@@ -498,7 +531,7 @@ impl Builder {
                     "UNKNOWN_FIELD",
                     &top.key(&m.key),
                     &m.value,
-                    format!("`{}` is ignored in a resource policy file", m.key),
+                    format!("`{}` is ignored in a resource policy file", echo(&m.key)),
                 );
             }
         }
@@ -550,7 +583,7 @@ impl Builder {
                                 FindingType::Warning,
                                 "RESOURCE_MISMATCH",
                                 cx.origin.location(&spath, at),
-                                format!("the statement's Resource does not cover `{arn}`, the resource this policy is attached to, so it never applies"),
+                                format!("the statement's Resource does not cover `{}`, the resource this policy is attached to, so it never applies", echo(&arn)),
                             );
                         }
                     }
@@ -576,7 +609,13 @@ impl Builder {
                             format!(
                                 "cannot tell which resource this policy is attached to: its statements name {} resources ({}); add \"ResourceArn\" to the file",
                                 named.len(),
-                                named.iter().map(String::as_str).collect::<Vec<_>>().join(", ")
+                                named
+                                    .iter()
+                                    .take(10)
+                                    .map(|n| echo(n).to_string())
+                                    .chain((named.len() > 10).then(|| "…".to_owned()))
+                                    .collect::<Vec<_>>()
+                                    .join(", ")
                             ),
                         );
                         return;
@@ -626,7 +665,10 @@ impl Builder {
                     "UNATTACHED_SCP",
                     &path,
                     item,
-                    format!("SCP `{name}` has no Targets and affects no account"),
+                    format!(
+                        "SCP `{}` has no Targets and affects no account",
+                        echo(&name)
+                    ),
                 );
             }
             if let Some((policy, _)) = cx.document(content, &path.key("Content"), PolicyKind::Scp) {
@@ -677,7 +719,7 @@ impl Builder {
                     FindingType::Error,
                     "POLICY_SIZE_EXCEEDED",
                     loc.clone(),
-                    format!("the inline policies of {kind} `{name}` total {total} non-white-space characters; IAM allows {limit}"),
+                    format!("the inline policies of {kind} `{}` total {total} non-white-space characters; IAM allows {limit}", echo(name)),
                 );
             }
         };
@@ -704,7 +746,10 @@ fn duplicate_checks(s: &Store) -> Findings {
             FindingType::Error,
             "DUPLICATE_ENTITY",
             loc.clone(),
-            format!("{what} `{key}` is defined twice (first at {first})"),
+            format!(
+                "{what} `{}` is defined twice (first at {first})",
+                echo(&key.to_string())
+            ),
         );
     };
     let mut seen: FxHashMap<&str, &Location> = FxHashMap::with_capacity_and_hasher(
@@ -792,7 +837,9 @@ fn reference_checks(s: &Store) -> Findings {
                 "UNKNOWN_MANAGED_POLICY",
                 loc.clone(),
                 format!(
-                    "{kind} `{name}` refers to managed policy `{arn}`, which no store file defines"
+                    "{kind} `{}` refers to managed policy `{}`, which no store file defines",
+                    echo(name),
+                    echo(arn)
                 ),
             );
         }
@@ -825,8 +872,9 @@ fn reference_checks(s: &Store) -> Findings {
                     "UNKNOWN_GROUP",
                     u.location.clone(),
                     format!(
-                        "user `{}` is in group `{g}`, which no store file defines",
-                        u.name
+                        "user `{}` is in group `{}`, which no store file defines",
+                        echo(&u.name),
+                        echo(g)
                     ),
                 );
             }

@@ -14,7 +14,7 @@ use std::collections::BTreeSet;
 use std::fs;
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 
 use rustc_hash::{FxHashMap, FxHashSet};
 
@@ -23,6 +23,33 @@ use crate::policy::Policy;
 
 /// Largest store file read; a bigger one is an error, not an out-of-memory.
 pub const MAX_FILE_BYTES: u64 = 64 * 1024 * 1024;
+
+/// Over the whole store, the JSON trees of its files may take
+/// [`json::BUDGET_PER_BYTE`](crate::json::BUDGET_PER_BYTE) bytes per byte of
+/// the files plus this much: each file has its own budget too, and this
+/// keeps many small files from adding up their allowances.
+pub const STORE_BUDGET_BASE: usize = 64 << 20;
+
+/// What the store's files have taken beyond their per-byte allowance, shared
+/// by the reading threads: one addition per file.
+#[derive(Default)]
+struct StoreBudget {
+    excess: AtomicI64,
+}
+
+impl StoreBudget {
+    fn spend(&self, len: usize, used: usize) {
+        let allowed = len.saturating_mul(crate::json::BUDGET_PER_BYTE);
+        let delta = i64::try_from(used)
+            .unwrap_or(i64::MAX)
+            .saturating_sub(i64::try_from(allowed).unwrap_or(i64::MAX));
+        self.excess.fetch_add(delta, Ordering::Relaxed);
+    }
+
+    fn exhausted(&self) -> bool {
+        self.excess.load(Ordering::Relaxed) > i64::try_from(STORE_BUDGET_BASE).unwrap_or(i64::MAX)
+    }
+}
 
 /// A policy with the name it is attached under.
 #[derive(Debug, Clone, PartialEq)]
@@ -214,10 +241,17 @@ pub fn load_with_findings(dir: &Path) -> Result<(Option<Store>, Findings), LoadE
             .to_string_lossy()
             .into_owned()
     };
+    let budget = StoreBudget::default();
     let parts = in_parallel(&paths, |buf: &mut Vec<u8>, part: &mut Part, path| {
+        if budget.exhausted() {
+            return; // the store is rejected: read no more
+        }
         let rel = relative(path);
         match read_file(path, buf) {
-            Ok(text) => part.0.add_file(&rel, text, &mut part.1),
+            Ok(text) => {
+                let used = part.0.add_file(&rel, text, &mut part.1);
+                budget.spend(text.len(), used);
+            }
             Err(msg) => {
                 let loc = Location {
                     file: rel.into(),
@@ -229,7 +263,9 @@ pub fn load_with_findings(dir: &Path) -> Result<(Option<Store>, Findings), LoadE
             }
         }
     });
-    Ok(merge(parts, |i| paths.get(i).map(|p| relative(p))))
+    Ok(merge(parts, budget.exhausted(), |i| {
+        paths.get(i).map(|p| relative(p))
+    }))
 }
 
 /// What the files of one chunk add to the store, and their findings.
@@ -294,6 +330,7 @@ fn in_parallel<T: Sync, S: Default, A: Default + Send>(
 /// a store with files silently left out. `name(i)` names item `i`.
 fn merge(
     parts: Vec<Option<Part>>,
+    over_budget: bool,
     name: impl Fn(usize) -> Option<String>,
 ) -> (Option<Store>, Findings) {
     let mut findings = Findings::new();
@@ -321,6 +358,25 @@ fn merge(
             }
         }
     }
+    if over_budget {
+        // Some files were left unread: checks across files would only
+        // report what they define as missing.
+        findings.push(
+            FindingType::Error,
+            "STORE_TOO_LARGE",
+            Location {
+                file: ".".into(),
+                path: "$".into(),
+                line: 1,
+                column: 1,
+            },
+            format!(
+                "the store's JSON values would take more than {} bytes of memory per byte of its files plus {STORE_BUDGET_BASE}; the files after that were not read, and the store is rejected",
+                crate::json::BUDGET_PER_BYTE
+            ),
+        );
+        return (None, findings);
+    }
     let store = builder.finish(&mut findings);
     ((!findings.has_errors()).then_some(store), findings)
 }
@@ -331,10 +387,16 @@ pub fn from_texts<'a>(
     files: impl IntoIterator<Item = (&'a str, &'a str)>,
 ) -> (Option<Store>, Findings) {
     let files: Vec<(&str, &str)> = files.into_iter().collect();
+    let budget = StoreBudget::default();
     let parts = in_parallel(&files, |_: &mut (), part: &mut Part, (name, text)| {
-        part.0.add_file(name, text, &mut part.1);
+        if !budget.exhausted() {
+            let used = part.0.add_file(name, text, &mut part.1);
+            budget.spend(text.len(), used);
+        }
     });
-    merge(parts, |i| files.get(i).map(|(name, _)| (*name).to_owned()))
+    merge(parts, budget.exhausted(), |i| {
+        files.get(i).map(|(name, _)| (*name).to_owned())
+    })
 }
 
 /// Reads a store file into `buf` (reused across files: one open and one
@@ -438,6 +500,20 @@ fn walk(
         }
     }
     Ok(())
+}
+
+/// Gives the memory a load freed back to the operating system: call it
+/// after a load or reload, above all a rejected one, on the thread that
+/// dropped what the load built. mimalloc keeps freed pages mapped for reuse
+/// and purges them only as later allocations come by, so a sidecar that
+/// goes idle after a rejected reload of a hostile store would otherwise keep
+/// its peak resident size. Costs a walk of the allocator's heaps (about a
+/// millisecond); harmless when mimalloc is not the global allocator.
+#[allow(unsafe_code)]
+pub fn release_memory() {
+    // SAFETY: `mi_collect` takes no pointers and touches only mimalloc's
+    // own bookkeeping; it may be called at any time, from any thread.
+    unsafe { libmimalloc_sys::mi_collect(true) }
 }
 
 /// The size limit the IAM quotas put on all inline policies of one entity together.
@@ -606,11 +682,158 @@ mod tests {
         }
 
         let failed: Vec<Option<Part>> = vec![Some(Part::default()), None];
-        let (store, findings) = merge(failed, |i| Some(format!("file-{i}.json")));
+        let (store, findings) = merge(failed, false, |i| Some(format!("file-{i}.json")));
         assert!(store.is_none());
         let f = findings.errors().next().unwrap();
         assert_eq!(f.issue_code, "INTERNAL_ERROR");
         assert_eq!(&*f.location.file, format!("file-{CHUNK}.json"));
+    }
+
+    /// `[0,0,...,0]` of about `len` bytes: two bytes a value, the densest JSON.
+    fn zeros(len: usize) -> String {
+        format!("[{}0]", "0,".repeat(len / 2))
+    }
+
+    #[test]
+    fn a_file_of_tiny_values_is_rejected_where_its_budget_runs_out() {
+        let dense = format!(
+            "{{\"ServiceControlPolicies\": [],\n \"x\": {}}}",
+            zeros(200_000)
+        );
+        let (store, findings) = from_texts([("ok.json", SCP), ("dense.json", &*dense)]);
+        assert!(store.is_none());
+        let errors: Vec<_> = findings.errors().collect();
+        assert_eq!(errors.len(), 1, "{findings:?}");
+        let f = errors[0];
+        assert_eq!(f.issue_code, "FILE_TOO_COMPLEX");
+        assert_eq!(&*f.location.file, "dense.json");
+        assert_eq!(f.location.line, 2);
+        // Stopped inside `x`, well before its end.
+        let index: usize = f
+            .location
+            .path
+            .strip_prefix("x[")
+            .and_then(|p| p.strip_suffix(']'))
+            .and_then(|i| i.parse().ok())
+            .unwrap_or_else(|| panic!("{}", f.location.path));
+        assert!(index < 100_000 * 3 / 4, "{index}");
+        let budget = crate::json::budget_for(dense.len());
+        assert!(f.message.contains(&budget.to_string()), "{}", f.message);
+
+        // A policy document embedded as a string has a budget of its own.
+        let embedded = serde_json::json!({
+            "ResourceArn": "arn:aws:lambda:us-east-1:111122223333:function:f",
+            "Policy": format!("{{\"Version\": \"2012-10-17\", \"x\": {}}}", zeros(200_000)),
+        })
+        .to_string();
+        let (store, findings) = from_texts([("embedded.json", &*embedded)]);
+        assert!(store.is_none());
+        let codes: Vec<_> = findings
+            .errors()
+            .map(|f| (f.issue_code, f.location.path.as_str()))
+            .collect();
+        assert_eq!(codes, [("FILE_TOO_COMPLEX", "Policy")]);
+    }
+
+    #[test]
+    fn deep_nesting_is_an_error_in_files_and_embedded_documents() {
+        let deep = "[".repeat(1_000_000);
+        let embedded = serde_json::json!({ "Policy": format!("{{\"x\": {deep}") }).to_string();
+        let (store, findings) = from_texts([("deep.json", &*deep), ("embedded.json", &*embedded)]);
+        assert!(store.is_none());
+        let got: Vec<_> = findings
+            .errors()
+            .map(|f| {
+                (
+                    &*f.location.file,
+                    f.issue_code,
+                    f.message.contains("nesting deeper"),
+                )
+            })
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("deep.json", "JSON_SYNTAX_ERROR", true),
+                ("embedded.json", "JSON_SYNTAX_ERROR", true)
+            ]
+        );
+    }
+
+    #[test]
+    fn many_files_within_their_own_budgets_can_exhaust_the_store_budget() {
+        // Each file takes 24 bytes a byte, within its own 10 a byte plus
+        // 1 MiB, but together they go past the store's 10 a byte plus 64 MiB.
+        let file = zeros(70_000);
+        let excess = 24 * file.len() - crate::json::BUDGET_PER_BYTE * file.len();
+        assert!(excess < crate::json::BUDGET_BASE);
+        let count = STORE_BUDGET_BASE / excess + 2 * CHUNK;
+        let names: Vec<String> = (0..count).map(|i| format!("f{i:03}.json")).collect();
+        let (store, findings) = from_texts(names.iter().map(|n| (n.as_str(), file.as_str())));
+        assert!(store.is_none());
+        let store_errors: Vec<_> = findings
+            .errors()
+            .filter(|f| f.issue_code == "STORE_TOO_LARGE")
+            .collect();
+        assert_eq!(store_errors.len(), 1, "{store_errors:?}");
+        assert_eq!(&*store_errors[0].location.file, ".");
+        // Reading stopped: not every file was read.
+        let read = findings
+            .iter()
+            .filter(|f| f.issue_code == "UNRECOGNIZED_FILE")
+            .count();
+        assert!(read < count, "{read} of {count}");
+        assert!(!findings.iter().any(|f| f.issue_code == "FILE_TOO_COMPLEX"));
+
+        // A fraction of them is a store like any.
+        let few = STORE_BUDGET_BASE / excess / 2;
+        let (_, findings) = from_texts(names.iter().take(few).map(|n| (n.as_str(), file.as_str())));
+        assert!(!findings.iter().any(|f| f.issue_code == "STORE_TOO_LARGE"));
+    }
+
+    #[test]
+    fn generated_stores_load_well_within_their_budgets() {
+        let files = crate::gen::generate(&crate::gen::GenParams {
+            accounts: 3,
+            functions_per_account: 50,
+            principals: 50,
+            seed: 7,
+        });
+        let (store, findings) = from_texts(files.iter().map(|(n, t)| (n.as_str(), t.as_str())));
+        assert!(store.is_some(), "{findings:?}");
+        for (name, text) in &files {
+            let (_, used) = crate::json::parse_within(text, usize::MAX).unwrap();
+            assert!(
+                used * 2 <= text.len() * crate::json::BUDGET_PER_BYTE + crate::json::BUDGET_BASE,
+                "{name}: {used} bytes of tree for {} of text",
+                text.len()
+            );
+        }
+    }
+
+    #[test]
+    fn control_characters_in_store_arns_are_errors() {
+        let resource = r#"{"ResourceArn": "arn:aws:lambda:us-east-1:111122223333:function:f\u0000", "Policy": {"Version": "2012-10-17", "Statement": {"Effect": "Deny", "Principal": "*", "Action": "lambda:InvokeFunction", "Resource": "*"}}}"#;
+        let user = r#"{"UserDetailList": [{"UserName": "a", "Arn": "arn:aws:iam::111122223333:user/\u0000/a"}]}"#;
+        let managed = r#"{"Policies": [{"Arn": "arn:aws:iam::111122223333:policy/p\u0001", "PolicyName": "p", "DefaultVersionId": "v1", "PolicyVersionList": [{"VersionId": "v1", "IsDefaultVersion": true, "Document": {"Version": "2012-10-17", "Statement": {"Effect": "Deny", "Action": "*", "Resource": "*"}}}]}]}"#;
+        let (store, findings) =
+            from_texts([("r.json", resource), ("u.json", user), ("m.json", managed)]);
+        assert!(store.is_none());
+        let got: Vec<_> = findings
+            .errors()
+            .map(|f| (&*f.location.file, f.issue_code, f.location.path.as_str()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("r.json", "INVALID_ARN", "ResourceArn"),
+                ("u.json", "INVALID_ARN", "UserDetailList[0].Arn"),
+                ("m.json", "INVALID_ARN", "Policies[0].Arn"),
+            ]
+        );
+        for f in findings.errors() {
+            assert!(f.message.contains(r"\u{"), "{f}");
+        }
     }
 
     #[test]
