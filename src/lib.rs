@@ -8,7 +8,6 @@
 pub mod app;
 pub mod catalog;
 pub mod config;
-pub mod echo;
 pub mod engine;
 pub mod finding;
 pub mod gen;

@@ -226,11 +226,11 @@ impl RouteTable {
             })
             .ok_or_else(|| RouteError::NoRoute {
                 method: call.method.to_owned(),
-                path: crate::echo::echo(call.path).to_string(),
+                path: crate::finding::echo(call.path).to_string(),
             })?;
         let unresolvable = |reason: String| RouteError::Unresolvable {
             method: call.method.to_owned(),
-            path: crate::echo::echo(call.path).to_string(),
+            path: crate::finding::echo(call.path).to_string(),
             operation: route.operation,
             reason,
         };
@@ -254,7 +254,7 @@ impl RouteTable {
             if let Some((c, _)) = captures.iter().find(|(c, _)| c.eq_ignore_ascii_case(k)) {
                 return Err(unresolvable(format!(
                     "the query parameter `{}` repeats the path's `{c}`",
-                    crate::echo::echo(k)
+                    crate::finding::echo(k)
                 )));
             }
             if query[..i]
@@ -263,7 +263,7 @@ impl RouteTable {
             {
                 return Err(unresolvable(format!(
                     "the query parameter `{}` is given more than once",
-                    crate::echo::echo(k)
+                    crate::finding::echo(k)
                 )));
             }
         }

@@ -27,7 +27,7 @@ use tonic::{Request, Response, Status};
 
 use super::convert::OwnedRequest;
 use super::{ApiError, AppState};
-use crate::echo::echo_message;
+use crate::finding::{echo_max, MESSAGE_LIMIT};
 use crate::engine::{self, ContextEntry, DecisionKind};
 use crate::metrics::Api;
 use crate::routes::{ArnDefaults, Body, CallKeys, HttpCall, RouteTable};
@@ -291,8 +291,8 @@ impl EnvoyAuthorizer {
             Err(message) => {
                 return Ok(Outcome {
                     decision: None,
-                    message: echo_message(&message).to_string(),
-                    principal: echo_message(&principal).to_string(),
+                    message: echo_max(&message, MESSAGE_LIMIT).to_string(),
+                    principal: echo_max(&principal, MESSAGE_LIMIT).to_string(),
                     action: String::new(),
                     resource: String::new(),
                     revision: served.revision,
@@ -311,7 +311,7 @@ impl EnvoyAuthorizer {
             Err(e) => {
                 return Ok(Outcome {
                     decision: None,
-                    message: format!("iamd refused the request: {}", echo_message(&e.to_string())),
+                    message: format!("iamd refused the request: {}", echo_max(&e.to_string(), MESSAGE_LIMIT)),
                     principal,
                     action: req.action.clone(),
                     resource: req.resource.clone(),

@@ -72,7 +72,7 @@ impl From<crate::engine::RequestError> for ApiError {
 pub fn to_status(e: &ApiError) -> tonic::Status {
     match e {
         ApiError::InvalidArgument(m) => {
-            tonic::Status::invalid_argument(crate::echo::echo_message(m).to_string())
+            tonic::Status::invalid_argument(crate::finding::echo_max(m, crate::finding::MESSAGE_LIMIT).to_string())
         }
         ApiError::NoSnapshot => tonic::Status::unavailable(e.to_string()),
         ApiError::Internal(_) => tonic::Status::internal(e.to_string()),
