@@ -604,7 +604,11 @@ fn string_compact_len(s: &str) -> usize {
     {
         s.len() + 2
     } else if s.is_ascii() {
-        s.bytes().filter(|b| !b.is_ascii_whitespace()).count() + 2
+        // `char::is_whitespace` on ASCII: `is_ascii_whitespace` and U+000B.
+        s.bytes()
+            .filter(|&b| !(b.is_ascii_whitespace() || b == 0x0b))
+            .count()
+            + 2
     } else {
         s.chars().filter(|c| !c.is_whitespace()).count() + 2
     }

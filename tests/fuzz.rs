@@ -15,9 +15,10 @@
 //! docs/operations.md, "Fuzzing"). The random stream is fixed unless
 //! `IAMD_FUZZ_SEED` says otherwise, so CI never fails by chance.
 //!
-//! Bugs found and not yet fixed are `known_bug_*` tests at the end, marked
-//! `#[ignore]`, each with a `known_bug_*_class` filter that sets its class
-//! of inputs aside in the properties until src/ is fixed.
+//! Bugs found are kept at the end: fixed ones as `regression_*` tests with
+//! their minimal input; one not yet fixed as a `known_bug_*` test, marked
+//! `#[ignore]`, with a `known_bug_*_class` filter that sets its class of
+//! inputs aside in the properties until src/ is fixed.
 //!
 //! The cargo-fuzz alternative needs a nightly toolchain, which the project's
 //! machines do not have; these run on stable with the rest of the suite.
@@ -27,7 +28,6 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::future::Future;
 use std::path::Path;
 use std::sync::{Arc, LazyLock};
-use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use iamd::engine::{self, ContextEntry, Principal, Request, Snapshot};
@@ -108,14 +108,17 @@ fn guarded(
     within(what, f)
 }
 
-/// Polls a future that never waits (the service handlers decide
-/// synchronously) to its end, without a runtime.
+/// Runs a service handler to its end. Batches and explanations go to a
+/// blocking thread, so the handlers need a runtime.
 fn ready<F: Future>(f: F) -> F::Output {
-    let mut f = std::pin::pin!(f);
-    match f.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
-        Poll::Ready(v) => v,
-        Poll::Pending => panic!("the handler waited; expected it to decide synchronously"),
-    }
+    static RUNTIME: LazyLock<tokio::runtime::Runtime> = LazyLock::new(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap()
+    });
+    RUNTIME.block_on(f)
 }
 
 fn root() -> &'static Path {
@@ -808,24 +811,6 @@ fn compact_len_by_walking(node: &json::Node) -> usize {
     }
 }
 
-/// KNOWN BUG (found by this harness, not fixed here: src/json.rs belongs to
-/// others): a string's compact length (IAM's size measure, white space not
-/// counted) counts U+000B (vertical tab, `\u000b`) in an ASCII string but
-/// not in a string with a wide character: the ASCII path uses
-/// `u8::is_ascii_whitespace`, which leaves U+000B out, the other path
-/// `char::is_whitespace`, which has it. `known_bug_vertical_tab_compact_len`
-/// (ignored) holds the minimal input; the property sets this class aside.
-fn known_bug_vertical_tab_class(n: &json::Node) -> bool {
-    match &n.value {
-        json::Value::String(s) => s.contains('\u{b}'),
-        json::Value::Array(items) => items.iter().any(known_bug_vertical_tab_class),
-        json::Value::Object(members) => members
-            .iter()
-            .any(|m| m.key.contains('\u{b}') || known_bug_vertical_tab_class(&m.value)),
-        _ => false,
-    }
-}
-
 /// Every node's position is where its text starts, and its compact length is right.
 fn check_node(n: &json::Node, text: &str, at: &HashMap<(u32, u32), usize>) -> Result<(), String> {
     let Some(&off) = at.get(&(n.pos.line, n.pos.column)) else {
@@ -849,7 +834,7 @@ fn check_node(n: &json::Node, text: &str, at: &HashMap<(u32, u32), usize>) -> Re
         ));
     }
     let want = compact_len_by_walking(n).min(u32::MAX as usize);
-    if n.compact_len as usize != want && !known_bug_vertical_tab_class(n) {
+    if n.compact_len as usize != want {
         return Err(format!(
             "compact_len {} of the {} at {:?}, by walking {want}",
             n.compact_len,
@@ -1109,6 +1094,8 @@ fn arb_arnish() -> impl Strategy<Value = String> {
 fn arn_model(s: &str) -> Option<[&str; 5]> {
     let p: Vec<&str> = s.splitn(6, ':').collect();
     match p.as_slice() {
+        // No AWS name holds a control character: such text is refused.
+        _ if s.chars().any(char::is_control) => None,
         ["arn", partition, service, region, account, resource]
             if !partition.is_empty() && !service.is_empty() && !resource.is_empty() =>
         {
@@ -1939,42 +1926,10 @@ fn resolve(method: &str, path: &str, body: &BodySpec, defaults: &ArnDefaults) ->
     )
 }
 
-/// KNOWN BUG (found by this harness, not fixed here: src/ belongs to
-/// others): a full function ARN with an empty partition, as in
-/// `/2015-03-31/functions/arn::lambda:us-east-1:111122223333:function:f/aliases`,
-/// resolves to the resource `arn::lambda:…`, which is not an ARN
-/// (`FunctionRef::parse` never checks the partition). The call still fails
-/// closed later (`Request::new` refuses the resource), so the properties
-/// set this class aside and `known_bug_empty_partition_function_arn`
-/// (ignored) holds the minimal input. Remove this once src/routes is fixed.
-fn known_bug_empty_partition_class(r: &iamd::routes::Resolved) -> bool {
-    r.resource.starts_with("arn::")
-        || r.function_arn
-            .as_deref()
-            .is_some_and(|f| f.starts_with("arn::"))
-}
-
-/// KNOWN BUG (found by this harness, not fixed here): the repeat check
-/// compares parameter names ignoring case, but skips the exact name
-/// `tagKeys` before comparing, so `?TagKeys=a&tagKeys=b` resolves while
-/// `?tagKeys=b&TagKeys=a` is refused: whether a case-variant copy of
-/// `tagKeys` is caught depends on the order. `known_bug_tag_keys_order`
-/// (ignored) holds the minimal input; the order property sets this class
-/// aside until src/routes is fixed.
-fn known_bug_tag_keys_order_class(query: &[(String, String)]) -> bool {
-    query.iter().any(|(k, _)| k == "tagKeys")
-        && query
-            .iter()
-            .any(|(k, _)| k != "tagKeys" && k.eq_ignore_ascii_case("tagKeys"))
-}
-
 fn check_resolution(path: &str, r: &Resolution) -> Result<(), TestCaseError> {
     let Ok(r) = r else {
         return Ok(());
     };
-    if known_bug_empty_partition_class(r) {
-        return Ok(());
-    }
     prop_assert!(r.action.starts_with("lambda:"), "action {}", r.action);
     prop_assert!(
         r.resource == "*" || Arn::parse(&r.resource).is_ok(),
@@ -2026,7 +1981,7 @@ fn check_call(c: CallSpec) -> Result<(), TestCaseError> {
         prop_assert_eq!(plain.is_ok(), encoded.is_ok());
     }
     // The order of the query parameters does not decide whether a call resolves.
-    if safe && c.query.len() > 1 && !known_bug_tag_keys_order_class(&c.query) {
+    if safe && c.query.len() > 1 {
         let mut reversed = c.clone();
         reversed.query.reverse();
         let (_, rpath) = render_call(&reversed, false);
@@ -2101,6 +2056,7 @@ static SERVICES: LazyLock<Services> = LazyLock::new(|| {
         snapshots,
         metrics: Arc::new(iamd::metrics::Metrics::install().unwrap()),
         limits: LIMITS,
+        heavy: Arc::new(tokio::sync::Semaphore::new(2)),
     });
     let envoy = iamd::server::EnvoyConfig {
         arn_defaults: ArnDefaults {
@@ -2512,8 +2468,7 @@ proptest! {
 
 /// Found by `routes_resolve_safely`.
 #[test]
-#[ignore = "KNOWN BUG in src/routes: a function ARN with an empty partition resolves to a resource that is not an ARN"]
-fn known_bug_empty_partition_function_arn() {
+fn regression_empty_partition_function_arn() {
     let path = "/2015-03-31/functions/arn::lambda:us-east-1:111122223333:function:f/aliases";
     let r = resolve("GET", path, &BodySpec::Absent, &ArnDefaults::default());
     if let Ok(r) = r {
@@ -2527,8 +2482,7 @@ fn known_bug_empty_partition_function_arn() {
 
 /// Found by `routes_resolve_safely` (the query-order property).
 #[test]
-#[ignore = "KNOWN BUG in src/routes: whether a case-variant copy of `tagKeys` is refused depends on the parameter order"]
-fn known_bug_tag_keys_order() {
+fn regression_tag_keys_order() {
     let path =
         |q: &str| format!("/2017-03-31/tags/arn:aws:lambda:us-east-1:111122223333:function:f?{q}");
     let first = resolve(
@@ -2571,8 +2525,7 @@ fn known_bug_ignore_case_variable_vs_literal() {
 
 /// Found by `json_parser_agrees_and_locates`.
 #[test]
-#[ignore = "KNOWN BUG in src/json.rs: U+000B counts toward a string's compact length only when the string is ASCII"]
-fn known_bug_vertical_tab_compact_len() {
+fn regression_vertical_tab_compact_len() {
     let ascii = json::parse(r#""\u000ba""#).unwrap().compact_len;
     let wide = json::parse(r#""\u000bé""#).unwrap().compact_len;
     // `a` and `é` are one character each: the two lengths must be equal.

@@ -251,6 +251,12 @@ impl RouteTable {
                 tag_keys.push(v.clone().into_owned());
                 continue;
             }
+            if k.eq_ignore_ascii_case("tagKeys") {
+                return Err(unresolvable(format!(
+                    "the query parameter `{}` differs from `tagKeys` only in case",
+                    crate::finding::echo(k)
+                )));
+            }
             if let Some((c, _)) = captures.iter().find(|(c, _)| c.eq_ignore_ascii_case(k)) {
                 return Err(unresolvable(format!(
                     "the query parameter `{}` repeats the path's `{c}`",
@@ -412,9 +418,17 @@ impl<'a> FunctionRef<'a> {
             [name, q] => (*name, Some(*q)),
             _ => return Err(bad()),
         };
+        // A full ARN names its partition and region (`arn::lambda:...` is no ARN).
+        let label = |s: &str| {
+            !s.is_empty()
+                && s.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        };
         if !valid_name(name)
             || qualifier.is_some_and(|q| !valid_qualifier(q))
             || account.is_some_and(|a| !is_account_id(a))
+            || partition.is_some_and(|p| !label(p))
+            || region.is_some_and(|r| !label(r))
         {
             return Err(bad());
         }
@@ -974,6 +988,18 @@ mod tests {
             e.to_string().contains("repeats the path's `FunctionName`"),
             "{e}"
         );
+        let e = resolve(
+            "DELETE",
+            "/2017-03-31/tags/arn%3Aaws%3Alambda%3Aus-east-1%3A111122223333%3Afunction%3Af?TagKeys=a&tagKeys=b",
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("only in case"), "{e}");
+        let e = resolve(
+            "GET",
+            "/2015-03-31/functions/arn::lambda:us-east-1:111122223333:function:f/aliases",
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("is not a function name"), "{e}");
         let e = resolve("GET", "/2015-03-31/functions?Marker=a&Marker=b").unwrap_err();
         assert!(
             e.to_string().contains("`Marker` is given more than once"),

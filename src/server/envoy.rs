@@ -27,8 +27,8 @@ use tonic::{Request, Response, Status};
 
 use super::convert::OwnedRequest;
 use super::{ApiError, AppState};
-use crate::finding::{echo_max, MESSAGE_LIMIT};
 use crate::engine::{self, ContextEntry, DecisionKind};
+use crate::finding::{echo_max, MESSAGE_LIMIT};
 use crate::metrics::Api;
 use crate::routes::{ArnDefaults, Body, CallKeys, HttpCall, RouteTable};
 
@@ -311,7 +311,10 @@ impl EnvoyAuthorizer {
             Err(e) => {
                 return Ok(Outcome {
                     decision: None,
-                    message: format!("iamd refused the request: {}", echo_max(&e.to_string(), MESSAGE_LIMIT)),
+                    message: format!(
+                        "iamd refused the request: {}",
+                        echo_max(&e.to_string(), MESSAGE_LIMIT)
+                    ),
                     principal,
                     action: req.action.clone(),
                     resource: req.resource.clone(),

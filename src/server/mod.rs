@@ -71,9 +71,9 @@ impl From<crate::engine::RequestError> for ApiError {
 /// request, so they are escaped and cut.
 pub fn to_status(e: &ApiError) -> tonic::Status {
     match e {
-        ApiError::InvalidArgument(m) => {
-            tonic::Status::invalid_argument(crate::finding::echo_max(m, crate::finding::MESSAGE_LIMIT).to_string())
-        }
+        ApiError::InvalidArgument(m) => tonic::Status::invalid_argument(
+            crate::finding::echo_max(m, crate::finding::MESSAGE_LIMIT).to_string(),
+        ),
         ApiError::NoSnapshot => tonic::Status::unavailable(e.to_string()),
         ApiError::Internal(_) => tonic::Status::internal(e.to_string()),
         ApiError::DeadlineExceeded(m) => tonic::Status::deadline_exceeded(m.clone()),
