@@ -613,6 +613,9 @@ pub fn spawn_reloader(
                 let mut w = w;
                 let checked = w.ensure();
                 let result = cell.reload(&load_dir);
+                // Above all after a rejected (perhaps hostile) store: give
+                // back what the load took, or the pod stays at its peak.
+                crate::store::release_memory();
                 (w, checked, result)
             })
             .await;

@@ -319,3 +319,41 @@ async fn half_sent_streams_hold_bounded_memory_until_their_deadline() {
     );
     health_ok(&iamd).await;
 }
+
+/// A reload that rejects a file of tiny values (under the file size limit)
+/// neither takes gigabytes nor keeps what it took.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rejected_hostile_reload_gives_its_memory_back() {
+    let dir = tempfile::tempdir().unwrap();
+    common::copy_dir(&example_store(), dir.path());
+    let iamd = Iamd::start_loaded(dir.path(), &["--reload-debounce-ms", "50"]);
+    let before = rss_kib(iamd.pid());
+    // 63 MB of `[0,0,...]`: decoded naively, over 3 GB.
+    let mut zeros = String::with_capacity(63 << 20);
+    zeros.push('[');
+    while zeros.len() < (63 << 20) - 2 {
+        zeros.push_str("0,");
+    }
+    zeros.push_str("0]");
+    common::write_atomic(&dir.path().join("zeros.json"), &zeros);
+    let rejected = iamd.wait_for_log(Duration::from_secs(60), |v| {
+        v["fields"]["message"] == "store rejected; the last good snapshot keeps serving"
+    });
+    assert!(rejected.is_some(), "the hostile store was not rejected");
+    let first = rejected.unwrap();
+    assert!(
+        first["fields"]["first_error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("FILE_TOO_COMPLEX"),
+        "{first}"
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let after = rss_kib(iamd.pid());
+    eprintln!("rejected hostile reload: resident {before} KiB before, {after} KiB after");
+    assert!(
+        after < before + 64 * 1024,
+        "resident memory went from {before} KiB to {after} KiB after the rejected reload"
+    );
+    health_ok(&iamd).await;
+}

@@ -567,8 +567,14 @@ fn expand<'c>(
                         ..base
                     });
                 }
-                if v.contains(':') || v.contains('/') {
-                    return Err(format!("its `{name}` (`{v}`) is not a plain identifier"));
+                // Lambda's identifiers (names, versions, UUIDs) are letters,
+                // digits, `-`, `_` and `.`; anything else cannot be one.
+                let plain = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.');
+                if v.is_empty() || v.len() > 256 || !v.bytes().all(plain) {
+                    return Err(format!(
+                        "its `{name}` (`{}`) is not a plain identifier",
+                        crate::finding::echo(v)
+                    ));
                 }
                 v
             }
@@ -577,6 +583,12 @@ fn expand<'c>(
         rest = &after[end + 1..];
     }
     out.push_str(rest);
+    Arn::parse(&out).map_err(|e| {
+        format!(
+            "it would name the resource `{}`: {e}",
+            crate::finding::echo(&out)
+        )
+    })?;
     Ok(Resolved {
         resource: out,
         ..base
