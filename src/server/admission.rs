@@ -310,8 +310,40 @@ async fn admit(
         Status::invalid_argument(format!("the request is refused before decoding: {e}"))
     })?;
     parts.extensions.insert(Deadline(deadline));
-    let req = http::Request::from_parts(parts, Body::new(http_body_util::Full::new(frozen)));
-    Ok((req, budget))
+    let body = Body::new(Admitted {
+        message: http_body_util::Full::new(frozen),
+        _stream: body,
+    });
+    Ok((http::Request::from_parts(parts, body), budget))
+}
+
+/// The message read, as the handler's request body. The stream it came
+/// from lives as long as the handler's body does, as it would without the
+/// admission layer: an HTTP/2 stream whose request side is dropped early is
+/// not kept open by a graceful shutdown, and its answer would be cut off.
+struct Admitted {
+    message: http_body_util::Full<Bytes>,
+    _stream: Body,
+}
+
+impl http_body::Body for Admitted {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
+        Pin::new(&mut self.message).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.message.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.message.size_hint()
+    }
 }
 
 #[cfg(test)]

@@ -199,6 +199,7 @@ impl ConnectionTable {
             limits: self.limits,
             accepted_ms,
             timer: Box::pin(tokio::time::sleep(self.limits.first_request_timeout)),
+            linger: None,
         })
     }
 }
@@ -211,7 +212,17 @@ pub struct Guarded<T> {
     limits: ConnectionLimits,
     accepted_ms: u64,
     timer: Pin<Box<Sleep>>,
+    /// Set once our side of the connection is shut: how long to keep
+    /// reading (and discarding) what the peer still sends.
+    linger: Option<Pin<Box<Sleep>>>,
 }
+
+/// After iamd closes a connection, how long it keeps reading until the peer
+/// closes too. Closing a socket with unread input sends a TCP reset, and a
+/// reset makes the peer's kernel drop the answer it has not read yet (the
+/// last response of a graceful shutdown, say); reading until the peer's own
+/// close (or this long) lets the answer arrive whole.
+const LINGER: Duration = Duration::from_secs(2);
 
 impl<T> Drop for Guarded<T> {
     fn drop(&mut self) {
@@ -292,7 +303,7 @@ impl<T: AsyncRead + Unpin> AsyncRead for Guarded<T> {
     }
 }
 
-impl<T: AsyncWrite + Unpin> AsyncWrite for Guarded<T> {
+impl<T: AsyncRead + AsyncWrite + Unpin> AsyncWrite for Guarded<T> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -306,7 +317,25 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Guarded<T> {
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.io).poll_shutdown(cx)
+        if self.linger.is_none() {
+            std::task::ready!(Pin::new(&mut self.io).poll_shutdown(cx))?;
+            self.linger = Some(Box::pin(tokio::time::sleep(LINGER)));
+        }
+        let mut scratch = [0u8; 4096];
+        loop {
+            let mut buf = ReadBuf::new(&mut scratch);
+            match Pin::new(&mut self.io).poll_read(cx, &mut buf) {
+                Poll::Ready(Ok(())) if buf.filled().is_empty() => return Poll::Ready(Ok(())),
+                Poll::Ready(Ok(())) => continue,
+                Poll::Ready(Err(_)) => return Poll::Ready(Ok(())),
+                Poll::Pending => {
+                    return match self.linger.as_mut().map(|l| l.as_mut().poll(cx)) {
+                        Some(Poll::Pending) => Poll::Pending,
+                        _ => Poll::Ready(Ok(())),
+                    };
+                }
+            }
+        }
     }
 
     fn poll_write_vectored(
