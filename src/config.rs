@@ -180,11 +180,12 @@ impl ServeArgs {
     pub fn admission(&self) -> Result<AdmissionConfig, ConfigError> {
         let hard = self.max_message_bytes.saturating_mul(2).max(4096);
         let check = self.max_check_bytes.max(hard);
-        if self.max_in_flight_bytes < check.max(hard) + 5 {
+        // `check` is at least `hard`: the largest request of any kind, framed.
+        if self.max_in_flight_bytes < check + 5 {
             return Err(ConfigError(format!(
                 "--max-in-flight-bytes {} is smaller than one largest request ({} bytes)",
                 self.max_in_flight_bytes,
-                check.max(hard) + 5
+                check + 5
             )));
         }
         if self.request_timeout_ms == 0 {

@@ -1937,7 +1937,12 @@ fn check_resolution(path: &str, r: &Resolution) -> Result<(), TestCaseError> {
         path,
         r.resource
     );
-    if let Some(f) = &r.function_arn {
+    let function_arns = r
+        .keys
+        .context
+        .iter()
+        .filter(|(k, _)| k == "lambda:FunctionArn");
+    for f in function_arns.flat_map(|(_, v)| v) {
         prop_assert!(
             Arn::parse(f).is_ok_and(|a| a.service == "lambda"),
             "`{}` resolved to the function ARN `{}`",

@@ -76,6 +76,17 @@ async fn requests_are_refused_before_they_cost_more_than_their_size() {
         after < before + 64 * 1024,
         "resident memory grew from {before} KiB to {after} KiB"
     );
+    let samples = common::parse_prometheus(&iamd.metrics_text());
+    let refused = common::sample(
+        &samples,
+        "iamd_admission_rejected_total",
+        &[("reason", "limits")],
+    );
+    assert_eq!(
+        refused,
+        Some(9.0),
+        "8 batches and 1 Check refused by the scan"
+    );
     health_ok(&iamd).await;
 }
 

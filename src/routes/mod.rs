@@ -69,8 +69,9 @@ pub struct Resolved {
     pub action: String,
     /// An ARN, or `*`.
     pub resource: String,
-    /// The unqualified ARN of the function the call concerns, for `lambda:FunctionArn`.
-    pub function_arn: Option<String>,
+    /// The unqualified ARN of a function the path names; what the decision
+    /// reads is `keys` (`lambda:FunctionArn`, for the actions that take it).
+    function_arn: Option<String>,
     /// The region the resource is in, for `aws:RequestedRegion`.
     pub region: Option<String>,
     /// The botocore operation, for logs.
@@ -744,14 +745,10 @@ mod tests {
     #[test]
     fn function_url_actions_carry_the_function_arn() {
         let r = resolve("GET", "/2021-10-31/functions/f/url?Qualifier=live").unwrap();
-        assert_eq!(r.function_arn.as_deref(), Some(&*format!("{F}:f")));
+        assert_eq!(key(&r, "lambda:FunctionArn"), Some(&[format!("{F}:f")][..]));
         assert_eq!(r.resource, format!("{F}:f:live"));
-        assert_eq!(
-            resolve("POST", "/2015-03-31/functions/f/invocations")
-                .unwrap()
-                .function_arn,
-            None
-        );
+        let invoke = resolve("POST", "/2015-03-31/functions/f/invocations").unwrap();
+        assert_eq!(key(&invoke, "lambda:FunctionArn"), None);
     }
 
     #[test]

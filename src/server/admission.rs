@@ -182,23 +182,8 @@ where
             .await;
             let (req, _bytes) = match admitted {
                 Ok(Ok(admitted)) => admitted,
-                Ok(Err(status)) => {
-                    crate::metrics::admission_rejected(match status.code() {
-                        tonic::Code::OutOfRange => "too_large",
-                        tonic::Code::InvalidArgument
-                            if status
-                                .message()
-                                .contains("before decoding: the request is not") =>
-                        {
-                            "malformed"
-                        }
-                        tonic::Code::InvalidArgument
-                            if status.message().contains("before decoding") =>
-                        {
-                            "limits"
-                        }
-                        _ => "malformed",
-                    });
+                Ok(Err(Refused { reason, status })) => {
+                    crate::metrics::admission_rejected(reason);
                     return Ok(reply(status));
                 }
                 Err(_) => {
@@ -223,6 +208,22 @@ where
     }
 }
 
+/// A request the admission layer turned away, with its metric reason
+/// (one of `metrics::ADMISSION_REASONS`).
+struct Refused {
+    reason: &'static str,
+    status: Status,
+}
+
+impl Refused {
+    fn malformed(status: Status) -> Self {
+        Refused {
+            reason: "malformed",
+            status,
+        }
+    }
+}
+
 /// Reads and scans the request message; returns the request rebuilt around
 /// it and the byte budget it holds.
 async fn admit(
@@ -231,7 +232,7 @@ async fn admit(
     max_bytes: usize,
     shared: &Shared,
     deadline: Instant,
-) -> Result<(http::Request<Body>, tokio::sync::OwnedSemaphorePermit), Status> {
+) -> Result<(http::Request<Body>, tokio::sync::OwnedSemaphorePermit), Refused> {
     let (mut parts, mut body) = req.into_parts();
     let mut buf = BytesMut::new();
     let mut budget: Option<tokio::sync::OwnedSemaphorePermit> = None;
@@ -242,17 +243,20 @@ async fn admit(
                 // The 5-byte gRPC frame header: compression flag, length.
                 let compressed = buf.first().copied().unwrap_or(0);
                 if compressed != 0 {
-                    return Err(Status::unimplemented(
+                    return Err(Refused::malformed(Status::unimplemented(
                         "iamd does not accept compressed requests",
-                    ));
+                    )));
                 }
                 let len = buf
                     .get(1..5)
                     .map_or(0, |b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize);
                 if len > max_bytes {
-                    return Err(Status::out_of_range(format!(
-                        "the request message is {len} bytes; the limit is {max_bytes} bytes"
-                    )));
+                    return Err(Refused {
+                        reason: "too_large",
+                        status: Status::out_of_range(format!(
+                            "the request message is {len} bytes; the limit is {max_bytes} bytes"
+                        )),
+                    });
                 }
                 want = 5 + len;
                 let permits = u32::try_from(want.max(1)).unwrap_or(u32::MAX);
@@ -262,7 +266,9 @@ async fn admit(
                         .clone()
                         .acquire_many_owned(permits)
                         .await
-                        .map_err(|_| Status::unavailable("iamd is shutting down"))?,
+                        .map_err(|_| {
+                            Refused::malformed(Status::unavailable("iamd is shutting down"))
+                        })?,
                 );
                 // Grow with what arrives, not with what the header claims.
                 buf.reserve(want.saturating_sub(buf.len()).min(64 << 10));
@@ -273,14 +279,16 @@ async fn admit(
         match body.frame().await {
             None => break,
             Some(Err(e)) => {
-                return Err(Status::cancelled(format!("the request body failed: {e}")));
+                return Err(Refused::malformed(Status::cancelled(format!(
+                    "the request body failed: {e}"
+                ))));
             }
             Some(Ok(frame)) => {
                 if let Ok(mut data) = frame.into_data() {
                     if buf.len() + data.remaining() > want.max(5) && budget.is_some() {
-                        return Err(Status::invalid_argument(
+                        return Err(Refused::malformed(Status::invalid_argument(
                             "a unary request carries exactly one message",
-                        ));
+                        )));
                     }
                     while data.has_remaining() {
                         let chunk = data.chunk();
@@ -293,12 +301,14 @@ async fn admit(
         }
     }
     let Some(budget) = budget else {
-        return Err(Status::invalid_argument("the request has no message"));
+        return Err(Refused::malformed(Status::invalid_argument(
+            "the request has no message",
+        )));
     };
     if buf.len() != want {
-        return Err(Status::invalid_argument(
+        return Err(Refused::malformed(Status::invalid_argument(
             "the request ended before its message did",
-        ));
+        )));
     }
     let frozen: Bytes = buf.freeze();
     wire::scan(
@@ -306,8 +316,12 @@ async fn admit(
         shape,
         &shared.config.scan,
     )
-    .map_err(|e| {
-        Status::invalid_argument(format!("the request is refused before decoding: {e}"))
+    .map_err(|e| Refused {
+        reason: match e {
+            wire::ScanError::Malformed(_) => "malformed",
+            _ => "limits",
+        },
+        status: Status::invalid_argument(format!("the request is refused before decoding: {e}")),
     })?;
     parts.extensions.insert(Deadline(deadline));
     let body = Body::new(Admitted {

@@ -19,6 +19,7 @@
 //! [`ConnectionActivity`], which the admission layer finds in each
 //! request's extensions (tonic's `Connected`).
 
+use std::future::Future as _;
 use std::io;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -287,8 +288,6 @@ impl<T> Guarded<T> {
 fn ms(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX / 4)
 }
-
-use std::future::Future as _;
 
 impl<T: AsyncRead + Unpin> AsyncRead for Guarded<T> {
     fn poll_read(

@@ -2,7 +2,6 @@
 //! gRPC listeners, and a timeout on reading each request's headers, so a
 //! slow or silent client cannot hold the scrape endpoint.
 
-use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -55,9 +54,3 @@ pub async fn serve(
         });
     }
 }
-
-// The router never fails; this keeps the service's error type honest.
-const _: fn() = || {
-    fn infallible<S: tower::Service<http::Request<hyper::body::Incoming>, Error = Infallible>>() {}
-    infallible::<axum::Router>();
-};

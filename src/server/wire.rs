@@ -79,6 +79,7 @@ pub enum ScanError {
 }
 
 const MAX_DEPTH: usize = 16;
+const MAX_FIELDS: usize = 8;
 
 pub static CONTEXT_VALUES: Shape = Shape {
     name: "ContextValues",
@@ -175,8 +176,9 @@ fn scan_message(
     if depth > MAX_DEPTH {
         return Err(ScanError::TooDeep);
     }
-    // Counts per field of this message instance; shapes have few fields.
-    let mut counts = [0usize; 8];
+    // Counts per field of this message instance.
+    // INVARIANT: no shape has more than MAX_FIELDS fields (a test checks).
+    let mut counts = [0usize; MAX_FIELDS];
     let mut at = 0;
     while at < bytes.len() {
         let key = varint(bytes, &mut at)?;
@@ -303,6 +305,24 @@ mod tests {
             scan(&values, &AUTHORIZE_REQUEST, &LIMITS),
             Err(ScanError::TooMany { field, .. }) if field == "AuthorizeRequest.context.value.values"
         ));
+    }
+
+    #[test]
+    fn every_shape_fits_the_field_counters() {
+        for shape in [
+            &CONTEXT_VALUES,
+            &CONTEXT_ENTRY,
+            &AUTHORIZE_REQUEST,
+            &AUTHORIZE_BATCH_REQUEST,
+            &HEADER_MAP,
+            &HTTP_REQUEST,
+            &REQUEST,
+            &PEER,
+            &ATTRIBUTE_CONTEXT,
+            &CHECK_REQUEST,
+        ] {
+            assert!(shape.fields.len() <= MAX_FIELDS, "{}", shape.name);
+        }
     }
 
     #[test]
