@@ -17,13 +17,17 @@ use serde_json::Value;
 /// every identifier that is not a function, keyword, label list, label
 /// matcher, string, duration or number.
 fn promql_metric_names(expr: &str) -> Vec<String> {
-    const KEYWORDS: &[&str] = &[
+    // Keywords followed by a label list, `by (job)`.
+    const LABEL_LISTS: &[&str] = &[
         "by",
         "without",
         "on",
         "ignoring",
         "group_left",
         "group_right",
+    ];
+    // The other keywords.
+    const KEYWORDS: &[&str] = &[
         "offset",
         "bool",
         "and",
@@ -45,14 +49,6 @@ fn promql_metric_names(expr: &str) -> Vec<String> {
         "bottomk",
         "topk",
         "quantile",
-    ];
-    const LABEL_LISTS: &[&str] = &[
-        "by",
-        "without",
-        "on",
-        "ignoring",
-        "group_left",
-        "group_right",
     ];
     let b: Vec<char> = expr.chars().collect();
     let skip_to = |mut i: usize, open: char, close: char| -> usize {
@@ -119,7 +115,7 @@ fn promql_metric_names(expr: &str) -> Vec<String> {
             }
             let next = b.get(j).copied();
             let lower = ident.to_ascii_lowercase();
-            if KEYWORDS.contains(&lower.as_str()) {
+            if LABEL_LISTS.contains(&lower.as_str()) || KEYWORDS.contains(&lower.as_str()) {
                 if LABEL_LISTS.contains(&lower.as_str()) && next == Some('(') {
                     i = skip_to(j, '(', ')');
                 }

@@ -355,6 +355,15 @@ pub fn generate(p: &GenParams) -> Vec<(String, String)> {
             policy_name: name,
             policy_arn: format!("arn:aws:iam::{a}:policy/{name}"),
         };
+        // A deny of `action` on the prod alias of every function in the account.
+        let deny_prod = |sid, action| {
+            identity(
+                sid,
+                "Deny",
+                action,
+                Values::one(format!("arn:aws:lambda:*:{a}:function:*:prod")),
+            )
+        };
         let groups = 10;
         let group_list = (0..groups)
             .map(|g| Group {
@@ -379,11 +388,9 @@ pub fn generate(p: &GenParams) -> Vec<(String, String)> {
                                 Values::one(format!("arn:aws:lambda:{REGION}:{a}:function:f-{g}*")),
                             )
                         },
-                        identity(
+                        deny_prod(
                             "NoProdChanges",
-                            "Deny",
                             Values::many(["lambda:DeleteFunction", "lambda:UpdateFunctionCode"]),
-                            Values::one(format!("arn:aws:lambda:*:{a}:function:*:prod")),
                         ),
                     ]),
                 }],
@@ -483,12 +490,7 @@ pub fn generate(p: &GenParams) -> Vec<(String, String)> {
                         Values::one("lambda:InvokeFunction"),
                         Values::one(format!("arn:aws:lambda:{REGION}:{a}:function:f-*")),
                     ),
-                    identity(
-                        "NoProd",
-                        "Deny",
-                        Values::one("lambda:DeleteFunction"),
-                        Values::one(format!("arn:aws:lambda:*:{a}:function:*:prod")),
-                    ),
+                    deny_prod("NoProd", Values::one("lambda:DeleteFunction")),
                 ],
                 vec![attached("ListFunctions")],
                 None,
