@@ -13,6 +13,7 @@ pub mod finding;
 pub mod gen;
 pub mod json;
 pub mod metrics;
+pub mod model;
 pub mod policy;
 pub mod reload;
 pub mod routes;

@@ -14,4 +14,4 @@ mod snapshot;
 pub use decide::{decide, explain, Decision, DecisionKind, DenySource};
 pub use explain::{DecisionDetails, Explanation, NearMiss, StatementRef, TypeDecision};
 pub use request::{ContextEntry, Principal, Request, RequestError, MAX_ACTION_LEN, MAX_ARN_LEN};
-pub use snapshot::{PolicyType, Snapshot, Stats};
+pub use snapshot::{PolicyType, Snapshot, StatementIndex, Stats};

@@ -12,8 +12,8 @@ use rustc_hash::FxHashMap;
 use super::principal::PrincipalMatcher;
 use crate::catalog;
 pub use crate::finding::StatementLocation;
+use crate::model::{NamedPolicy, ResourcePolicy, Store};
 use crate::policy::{ActionElement, Condition, Effect, Policy, ResourceElement};
-use crate::store::{NamedPolicy, Store};
 
 pub type StmtId = u32;
 pub type PolicyId = u32;
@@ -625,7 +625,7 @@ impl Builder {
     }
 
     /// A builder of the function (resource-based) policies alone.
-    fn resource_policies(policies: Vec<crate::store::ResourcePolicy>) -> Builder {
+    fn resource_policies(policies: Vec<ResourcePolicy>) -> Builder {
         let mut b = Builder::new(policies.iter().map(|p| p.policy.statements.len()).sum());
         b.snap.policies.reserve_exact(policies.len());
         b.snap.resources.reserve_exact(policies.len());
@@ -671,74 +671,4 @@ fn tags(t: Vec<(String, String)>) -> Box<[(Box<str>, Box<str>)]> {
     t.into_iter()
         .map(|(k, v)| (k.into_boxed_str(), v.into_boxed_str()))
         .collect()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// The sids of the statements an index offers for `action`.
-    fn sids(snap: &Snapshot, index: &StatementIndex, action: &str) -> Vec<String> {
-        index
-            .candidates(snap.action_id(action))
-            .filter_map(|(_, id)| snap.statement(id)?.sid.as_deref().map(str::to_owned))
-            .collect()
-    }
-
-    #[test]
-    fn function_policies_compiled_apart_are_renumbered_into_place() {
-        // The user's policy makes this thread intern `example:alpha` first;
-        // the function policy, compiled on the other thread, names `beta`
-        // before `alpha`, so its action ids arrive in the other order.
-        let user = r#"{"AccountId": "111122223333", "UserDetailList": [{"UserName": "u", "Arn": "arn:aws:iam::111122223333:user/u",
-            "UserPolicyList": [{"PolicyName": "p", "PolicyDocument": {"Version": "2012-10-17", "Statement": [
-                {"Sid": "UserAlpha", "Effect": "Allow", "Action": "example:Alpha", "Resource": "*"}]}}]}]}"#;
-        let function = |name: &str| {
-            format!(
-                r#"{{"ResourceArn": "arn:aws:lambda:us-east-1:111122223333:function:{name}", "Policy": {{"Version": "2012-10-17", "Statement": [
-                {{"Sid": "{name}Beta", "Effect": "Allow", "Principal": {{"AWS": "111122223333"}}, "Action": "example:Beta", "Resource": "arn:aws:lambda:us-east-1:111122223333:function:{name}"}},
-                {{"Sid": "{name}Both", "Effect": "Allow", "Principal": {{"AWS": "111122223333"}}, "Action": ["example:Beta", "example:Alpha"], "Resource": "arn:aws:lambda:us-east-1:111122223333:function:{name}"}},
-                {{"Sid": "{name}Any", "Effect": "Deny", "Principal": {{"AWS": "111122223333"}}, "Action": "example:*", "Resource": "arn:aws:lambda:us-east-1:111122223333:function:{name}"}}]}}}}"#
-            )
-        };
-        let (f, g) = (function("f"), function("g"));
-        let (store, findings) =
-            crate::store::from_texts([("u.json", user), ("f.json", &*f), ("g.json", &*g)]);
-        let snap = Snapshot::compile_owned(store.unwrap_or_else(|| panic!("{findings:?}")));
-        assert_eq!(snap.stats().statements, 7);
-
-        let user = snap.user("111122223333", "u").unwrap();
-        assert_eq!(
-            sids(&snap, &user.permissions, "example:alpha"),
-            ["UserAlpha"]
-        );
-        for name in ["f", "g"] {
-            let arn = format!("arn:aws:lambda:us-east-1:111122223333:function:{name}");
-            let entry = snap.resource(&arn).unwrap();
-            assert_eq!(
-                sids(&snap, &entry.index, "example:alpha"),
-                [format!("{name}Both"), format!("{name}Any")]
-            );
-            assert_eq!(
-                sids(&snap, &entry.index, "example:beta"),
-                [
-                    format!("{name}Beta"),
-                    format!("{name}Both"),
-                    format!("{name}Any")
-                ]
-            );
-            assert_eq!(
-                sids(&snap, &entry.index, "example:gamma"),
-                [format!("{name}Any")]
-            );
-            // Each statement points at its own policy, and the policy at its statements.
-            let policy = snap.policy(entry.index.policies[0]).unwrap();
-            assert_eq!(&*policy.name, arn);
-            for id in policy.statements.clone() {
-                let s = snap.statement(id).unwrap();
-                assert_eq!(s.policy, entry.index.policies[0]);
-                assert!(s.sid.as_deref().unwrap().starts_with(name));
-            }
-        }
-    }
 }

@@ -7,11 +7,11 @@ use std::collections::BTreeSet;
 
 use rustc_hash::{FxHashMap, FxHashSet};
 
-use super::{
-    Group, ManagedPolicy, NamedPolicy, ResourcePolicy, Role, ServiceControlPolicy, Store, User,
-};
 use crate::finding::{echo, FindingType, Findings, Location, Origin};
 use crate::json::{self, JsonPath, Node, Value};
+use crate::model::{
+    Group, ManagedPolicy, NamedPolicy, ResourcePolicy, Role, ServiceControlPolicy, Store, User,
+};
 use crate::policy::arn::{has_control, is_account_id, Arn, ArnError};
 use crate::policy::parse::{parse_policy, parse_policy_text, PolicyKind};
 use crate::policy::Policy;

@@ -10,7 +10,6 @@
 mod files;
 pub mod fingerprint;
 
-use std::collections::BTreeSet;
 use std::fs;
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -19,7 +18,7 @@ use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 use rustc_hash::{FxHashMap, FxHashSet};
 
 use crate::finding::{FindingType, Findings, Location};
-use crate::policy::Policy;
+use crate::model::Store;
 
 /// Largest store file read; a bigger one is an error, not an out-of-memory.
 pub const MAX_FILE_BYTES: u64 = 64 * 1024 * 1024;
@@ -48,138 +47,6 @@ impl StoreBudget {
 
     fn exhausted(&self) -> bool {
         self.excess.load(Ordering::Relaxed) > i64::try_from(STORE_BUDGET_BASE).unwrap_or(i64::MAX)
-    }
-}
-
-/// A policy with the name it is attached under.
-#[derive(Debug, Clone, PartialEq)]
-pub struct NamedPolicy {
-    pub name: String,
-    pub policy: Policy,
-    /// Non-white-space size, for IAM's aggregate inline quotas.
-    pub size: usize,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct User {
-    pub arn: String,
-    pub account: String,
-    pub name: String,
-    pub id: Option<String>,
-    pub groups: Vec<String>,
-    pub inline: Vec<NamedPolicy>,
-    pub attached: Vec<String>,
-    pub boundary: Option<String>,
-    pub tags: Vec<(String, String)>,
-    pub location: Location,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct Group {
-    pub arn: String,
-    pub account: String,
-    pub name: String,
-    pub inline: Vec<NamedPolicy>,
-    pub attached: Vec<String>,
-    pub location: Location,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct Role {
-    pub arn: String,
-    pub account: String,
-    pub name: String,
-    pub id: Option<String>,
-    /// The trust policy (`AssumeRolePolicyDocument`).
-    pub trust: Option<Policy>,
-    pub inline: Vec<NamedPolicy>,
-    pub attached: Vec<String>,
-    pub boundary: Option<String>,
-    pub tags: Vec<(String, String)>,
-    pub location: Location,
-}
-
-/// A managed policy (its default version).
-#[derive(Debug, Clone, PartialEq)]
-pub struct ManagedPolicy {
-    pub arn: String,
-    pub name: String,
-    pub policy: Policy,
-    pub location: Location,
-}
-
-/// A resource-based policy attached to exactly one resource ARN.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ResourcePolicy {
-    pub resource_arn: String,
-    pub revision_id: Option<String>,
-    pub policy: Policy,
-    pub location: Location,
-}
-
-/// A service control policy and the accounts it is attached to.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ServiceControlPolicy {
-    pub name: String,
-    pub policy: Policy,
-    pub targets: Vec<String>,
-    pub location: Location,
-}
-
-/// Everything a store directory holds, validated.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Store {
-    pub accounts: BTreeSet<String>,
-    pub users: Vec<User>,
-    pub groups: Vec<Group>,
-    pub roles: Vec<Role>,
-    pub managed: Vec<ManagedPolicy>,
-    pub resource_policies: Vec<ResourcePolicy>,
-    pub scps: Vec<ServiceControlPolicy>,
-    /// The files read, relative to the store directory.
-    pub files: Vec<String>,
-}
-
-impl Store {
-    /// Total statements, for metrics and limits.
-    pub fn statement_count(&self) -> usize {
-        let inline = |p: &[NamedPolicy]| p.iter().map(|n| n.policy.statements.len()).sum::<usize>();
-        self.users.iter().map(|u| inline(&u.inline)).sum::<usize>()
-            + self.groups.iter().map(|g| inline(&g.inline)).sum::<usize>()
-            + self
-                .roles
-                .iter()
-                .map(|r| inline(&r.inline) + r.trust.as_ref().map_or(0, |t| t.statements.len()))
-                .sum::<usize>()
-            + self
-                .managed
-                .iter()
-                .map(|m| m.policy.statements.len())
-                .sum::<usize>()
-            + self
-                .resource_policies
-                .iter()
-                .map(|r| r.policy.statements.len())
-                .sum::<usize>()
-            + self
-                .scps
-                .iter()
-                .map(|s| s.policy.statements.len())
-                .sum::<usize>()
-    }
-
-    /// Total policy documents.
-    pub fn policy_count(&self) -> usize {
-        self.users.iter().map(|u| u.inline.len()).sum::<usize>()
-            + self.groups.iter().map(|g| g.inline.len()).sum::<usize>()
-            + self
-                .roles
-                .iter()
-                .map(|r| r.inline.len() + usize::from(r.trust.is_some()))
-                .sum::<usize>()
-            + self.managed.len()
-            + self.resource_policies.len()
-            + self.scps.len()
     }
 }
 
@@ -888,5 +755,77 @@ mod tests {
                 "embedded.json:2:11: Policy.Statement[0]".to_owned(),
             ]
         );
+    }
+}
+
+/// Loading and compiling together: what the engine makes of a loaded store.
+#[cfg(test)]
+mod compile_tests {
+    use super::from_texts;
+    use crate::engine::{Snapshot, StatementIndex};
+
+    /// The sids of the statements an index offers for `action`.
+    fn sids(snap: &Snapshot, index: &StatementIndex, action: &str) -> Vec<String> {
+        index
+            .candidates(snap.action_id(action))
+            .filter_map(|(_, id)| snap.statement(id)?.sid.as_deref().map(str::to_owned))
+            .collect()
+    }
+
+    #[test]
+    fn function_policies_compiled_apart_are_renumbered_into_place() {
+        // The user's policy makes this thread intern `example:alpha` first;
+        // the function policy, compiled on the other thread, names `beta`
+        // before `alpha`, so its action ids arrive in the other order.
+        let user = r#"{"AccountId": "111122223333", "UserDetailList": [{"UserName": "u", "Arn": "arn:aws:iam::111122223333:user/u",
+            "UserPolicyList": [{"PolicyName": "p", "PolicyDocument": {"Version": "2012-10-17", "Statement": [
+                {"Sid": "UserAlpha", "Effect": "Allow", "Action": "example:Alpha", "Resource": "*"}]}}]}]}"#;
+        let function = |name: &str| {
+            format!(
+                r#"{{"ResourceArn": "arn:aws:lambda:us-east-1:111122223333:function:{name}", "Policy": {{"Version": "2012-10-17", "Statement": [
+                {{"Sid": "{name}Beta", "Effect": "Allow", "Principal": {{"AWS": "111122223333"}}, "Action": "example:Beta", "Resource": "arn:aws:lambda:us-east-1:111122223333:function:{name}"}},
+                {{"Sid": "{name}Both", "Effect": "Allow", "Principal": {{"AWS": "111122223333"}}, "Action": ["example:Beta", "example:Alpha"], "Resource": "arn:aws:lambda:us-east-1:111122223333:function:{name}"}},
+                {{"Sid": "{name}Any", "Effect": "Deny", "Principal": {{"AWS": "111122223333"}}, "Action": "example:*", "Resource": "arn:aws:lambda:us-east-1:111122223333:function:{name}"}}]}}}}"#
+            )
+        };
+        let (f, g) = (function("f"), function("g"));
+        let (store, findings) =
+            super::from_texts([("u.json", user), ("f.json", &*f), ("g.json", &*g)]);
+        let snap = Snapshot::compile_owned(store.unwrap_or_else(|| panic!("{findings:?}")));
+        assert_eq!(snap.stats().statements, 7);
+
+        let user = snap.user("111122223333", "u").unwrap();
+        assert_eq!(
+            sids(&snap, &user.permissions, "example:alpha"),
+            ["UserAlpha"]
+        );
+        for name in ["f", "g"] {
+            let arn = format!("arn:aws:lambda:us-east-1:111122223333:function:{name}");
+            let entry = snap.resource(&arn).unwrap();
+            assert_eq!(
+                sids(&snap, &entry.index, "example:alpha"),
+                [format!("{name}Both"), format!("{name}Any")]
+            );
+            assert_eq!(
+                sids(&snap, &entry.index, "example:beta"),
+                [
+                    format!("{name}Beta"),
+                    format!("{name}Both"),
+                    format!("{name}Any")
+                ]
+            );
+            assert_eq!(
+                sids(&snap, &entry.index, "example:gamma"),
+                [format!("{name}Any")]
+            );
+            // Each statement points at its own policy, and the policy at its statements.
+            let policy = snap.policy(entry.index.policies[0]).unwrap();
+            assert_eq!(&*policy.name, arn);
+            for id in policy.statements.clone() {
+                let s = snap.statement(id).unwrap();
+                assert_eq!(s.policy, entry.index.policies[0]);
+                assert!(s.sid.as_deref().unwrap().starts_with(name));
+            }
+        }
     }
 }
