@@ -88,7 +88,7 @@ impl ReloadObserver for Observer {
                     LoadError::Rejected { findings, .. } => {
                         findings.errors().next().map(ToString::to_string)
                     }
-                    LoadError::Dir { .. } => None,
+                    LoadError::Dir { .. } | LoadError::Compile { .. } => None,
                 };
                 tracing::error!(
                     store = %self.store,

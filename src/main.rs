@@ -160,8 +160,17 @@ fn validate(args: &ValidateArgs) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let stats = store.map(|s| {
-        let snapshot = Snapshot::compile_owned(s);
+    let snapshot = match store.map(Snapshot::compile_owned).transpose() {
+        Ok(snapshot) => snapshot,
+        Err(e) => {
+            eprintln!(
+                "iamd: the store `{}` cannot be compiled: {e}",
+                args.store.display()
+            );
+            return ExitCode::from(1);
+        }
+    };
+    let stats = snapshot.map(|snapshot| {
         let stats = snapshot.stats();
         // The process is about to exit: tearing down a million-statement
         // index one allocation at a time would only delay it.
@@ -253,7 +262,16 @@ fn check(args: &CheckArgs) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let snapshot = Snapshot::compile_owned(loaded.store);
+    let snapshot = match Snapshot::compile_owned(loaded.store) {
+        Ok(snapshot) => snapshot,
+        Err(e) => {
+            eprintln!(
+                "iamd: the store `{}` cannot be compiled: {e}",
+                args.store.display()
+            );
+            return ExitCode::from(1);
+        }
+    };
     let decision = engine::decide(&snapshot, &request);
     let explanation = args.explain.then(|| engine::explain(&snapshot, &request));
     if let Some(x) = &explanation {
@@ -266,7 +284,7 @@ fn check(args: &CheckArgs) -> ExitCode {
     let message = decision.message(&request);
     if args.json {
         let mut out = serde_json::json!({
-            "decision": decision.kind.as_str(),
+            "decision": decision.kind().as_str(),
             "principal": args.principal,
             "action": args.action,
             "resource": args.resource,
@@ -279,7 +297,7 @@ fn check(args: &CheckArgs) -> ExitCode {
         }
         println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
     } else {
-        println!("{}", decision.kind.as_str());
+        println!("{}", decision.kind().as_str());
         if !message.is_empty() {
             println!("{message}");
         }

@@ -37,18 +37,10 @@ impl Api {
 }
 
 fn decision_label(d: DecisionKind) -> &'static str {
-    match d {
-        DecisionKind::Allow => "allow",
-        DecisionKind::ExplicitDeny => "explicit_deny",
-        DecisionKind::ImplicitDeny => "implicit_deny",
-    }
+    d.names().metric
 }
 
-const DECISIONS: [DecisionKind; 3] = [
-    DecisionKind::Allow,
-    DecisionKind::ExplicitDeny,
-    DecisionKind::ImplicitDeny,
-];
+const DECISIONS: [DecisionKind; 3] = DecisionKind::ALL;
 
 /// A histogram with fixed bucket bounds and atomic counts: recording is a
 /// few atomic adds, with no lock and no allocation.

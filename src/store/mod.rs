@@ -66,6 +66,13 @@ pub enum LoadError {
         first: String,
         findings: Findings,
     },
+    /// The store validated but is too large to compile into a snapshot.
+    #[error("the store `{}` cannot be compiled: {source}", path.display())]
+    Compile {
+        path: PathBuf,
+        #[source]
+        source: crate::engine::CompileError,
+    },
 }
 
 /// The result of loading: the store when it has no ERROR, and every finding.
@@ -762,7 +769,46 @@ mod tests {
 #[cfg(test)]
 mod compile_tests {
     use super::from_texts;
-    use crate::engine::{Snapshot, StatementIndex};
+    use crate::engine::{CompileError, IdSpace, Snapshot, StatementIndex};
+
+    #[test]
+    fn a_store_beyond_the_id_space_is_an_error_not_a_saturated_id() {
+        // One statement per function: a policy's own size limit stays far.
+        let statements = 1_000;
+        let arn = |i: usize| format!("arn:aws:lambda:us-east-1:111122223333:function:f{i}");
+        let texts: Vec<_> = (0..statements)
+            .map(|i| {
+                let statement = serde_json::json!({"Effect": "Allow",
+                    "Principal": {"AWS": "111122223333"}, "Action": "lambda:*", "Resource": arn(i)});
+                let text = serde_json::json!({"ResourceArn": arn(i),
+                    "Policy": {"Version": "2012-10-17", "Statement": statement}});
+                (format!("f{i}.json"), text.to_string())
+            })
+            .collect();
+        let (store, findings) = from_texts(texts.iter().map(|(n, t)| (n.as_str(), t.as_str())));
+        let store = store.unwrap_or_else(|| panic!("{findings:?}"));
+
+        let fits = Snapshot::compile_within(store.clone(), statements).unwrap();
+        assert_eq!(fits.stats().statements, statements);
+        let last = fits.resource(&arn(statements - 1)).unwrap().index.policies[0];
+        assert_eq!(
+            fits.policy(last).unwrap().statements.end as usize,
+            statements
+        );
+
+        let err = Snapshot::compile_within(store, statements - 1).unwrap_err();
+        assert_eq!(
+            err,
+            CompileError::TooLarge {
+                space: IdSpace::Statements,
+                limit: statements - 1
+            }
+        );
+        assert_eq!(
+            err.to_string(),
+            "the store holds more statements than a snapshot can number (at most 999)"
+        );
+    }
 
     /// The sids of the statements an index offers for `action`.
     fn sids(snap: &Snapshot, index: &StatementIndex, action: &str) -> Vec<String> {
@@ -791,7 +837,8 @@ mod compile_tests {
         let (f, g) = (function("f"), function("g"));
         let (store, findings) =
             super::from_texts([("u.json", user), ("f.json", &*f), ("g.json", &*g)]);
-        let snap = Snapshot::compile_owned(store.unwrap_or_else(|| panic!("{findings:?}")));
+        let snap =
+            Snapshot::compile_owned(store.unwrap_or_else(|| panic!("{findings:?}"))).unwrap();
         assert_eq!(snap.stats().statements, 7);
 
         let user = snap.user("111122223333", "u").unwrap();
