@@ -919,7 +919,7 @@ fn check_json_text(text: &str) -> Result<(), TestCaseError> {
 }
 
 /// Principals, actions and resources to decide on a store that loaded.
-fn requests_for(store: &iamd::store::Store) -> Vec<(String, String, String)> {
+fn requests_for(store: &iamd::model::Store) -> Vec<(String, String, String)> {
     let mut principals: Vec<String> = vec![
         "*".into(),
         "111122223333".into(),
@@ -977,7 +977,7 @@ fn context_for_decisions() -> Vec<ContextEntry> {
 
 /// An accepted store compiles, and every decision agrees with the
 /// exhaustive explainer.
-fn decide_everything(store: iamd::store::Store) -> Result<(), TestCaseError> {
+fn decide_everything(store: iamd::model::Store) -> Result<(), TestCaseError> {
     let requests = requests_for(&store);
     let snap = Snapshot::compile_owned(store);
     let ctx = context_for_decisions();
