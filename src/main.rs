@@ -146,7 +146,9 @@ fn serve(args: iamd::config::ServeArgs) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("iamd: {e:#}");
+            // iamd's errors say their cause in their own message: the
+            // alternate form would print each cause a second time.
+            eprintln!("iamd: {e}");
             ExitCode::from(1)
         }
     }

@@ -152,7 +152,7 @@ pub struct Metrics {
 
 #[derive(Debug, thiserror::Error)]
 #[error("cannot install the Prometheus recorder: {0}")]
-pub struct MetricsError(String);
+pub struct MetricsError(#[source] metrics_exporter_prometheus::BuildError);
 
 impl Metrics {
     /// Installs the global recorder and registers every series, so they all
@@ -160,7 +160,7 @@ impl Metrics {
     pub fn install() -> Result<Self, MetricsError> {
         let prometheus = PrometheusBuilder::new()
             .install_recorder()
-            .map_err(|e| MetricsError(e.to_string()))?;
+            .map_err(MetricsError)?;
         metrics::describe_counter!(
             "iamd_decisions_total",
             "Decisions made, by API and decision."

@@ -119,7 +119,7 @@ fn run_case(topic: &Topic, case: &Case) -> Result<(), String> {
         if store.is_some() {
             return Err(format!("store loaded, expected rejection with {code}"));
         }
-        if !findings.errors().any(|f| f.issue_code == code) {
+        if !findings.errors().any(|f| f.issue_code.as_str() == code) {
             let got: Vec<_> = findings.errors().map(|f| f.issue_code).collect();
             return Err(format!("expected {code}, got {got:?}"));
         }

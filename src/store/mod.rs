@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 
 use rustc_hash::{FxHashMap, FxHashSet};
 
-use crate::finding::{FindingType, Findings, Location};
+use crate::finding::{Findings, IssueCode, Location};
 use crate::model::Store;
 
 /// Largest store file read; a bigger one is an error, not an out-of-memory.
@@ -133,7 +133,7 @@ pub fn load_with_findings(dir: &Path) -> Result<(Option<Store>, Findings), LoadE
                     line: 1,
                     column: 1,
                 };
-                part.1.push(FindingType::Error, "UNREADABLE_FILE", loc, msg);
+                part.1.push(IssueCode::UnreadableFile, loc, msg);
             }
         }
     });
@@ -224,8 +224,7 @@ fn merge(
                     column: 1,
                 };
                 findings.push(
-                    FindingType::Error,
-                    "INTERNAL_ERROR",
+                    IssueCode::InternalError,
                     loc,
                     format!("reading this file and up to {} after it failed unexpectedly; the store is rejected", CHUNK - 1),
                 );
@@ -236,8 +235,7 @@ fn merge(
         // Some files were left unread: checks across files would only
         // report what they define as missing.
         findings.push(
-            FindingType::Error,
-            "STORE_TOO_LARGE",
+            IssueCode::StoreTooLarge,
             Location {
                 file: ".".into(),
                 path: "$".into(),
@@ -408,7 +406,7 @@ mod tests {
     fn unreadable(findings: &Findings) -> Vec<(String, String)> {
         findings
             .iter()
-            .filter(|f| f.issue_code == "UNREADABLE_FILE")
+            .filter(|f| f.issue_code == IssueCode::UnreadableFile)
             .map(|f| (f.location.file.to_string(), f.message.clone()))
             .collect()
     }
@@ -500,7 +498,7 @@ mod tests {
         assert!(store.is_none());
         let dups: Vec<String> = findings
             .iter()
-            .filter(|f| f.issue_code == "DUPLICATE_ENTITY")
+            .filter(|f| f.issue_code == IssueCode::DuplicateEntity)
             .map(|f| format!("{}: {}", f.location.file, f.message))
             .collect();
         assert_eq!(dups.len(), 3, "{dups:?}");
@@ -559,7 +557,7 @@ mod tests {
         let (store, findings) = merge(failed, false, |i| Some(format!("file-{i}.json")));
         assert!(store.is_none());
         let f = findings.errors().next().unwrap();
-        assert_eq!(f.issue_code, "INTERNAL_ERROR");
+        assert_eq!(f.issue_code, IssueCode::InternalError);
         assert_eq!(&*f.location.file, format!("file-{CHUNK}.json"));
     }
 
@@ -579,7 +577,7 @@ mod tests {
         let errors: Vec<_> = findings.errors().collect();
         assert_eq!(errors.len(), 1, "{findings:?}");
         let f = errors[0];
-        assert_eq!(f.issue_code, "FILE_TOO_COMPLEX");
+        assert_eq!(f.issue_code, IssueCode::FileTooComplex);
         assert_eq!(&*f.location.file, "dense.json");
         assert_eq!(f.location.line, 2);
         // Stopped inside `x`, well before its end.
@@ -606,7 +604,7 @@ mod tests {
             .errors()
             .map(|f| (f.issue_code, f.location.path.as_str()))
             .collect();
-        assert_eq!(codes, [("FILE_TOO_COMPLEX", "Policy")]);
+        assert_eq!(codes, [(IssueCode::FileTooComplex, "Policy")]);
     }
 
     #[test]
@@ -628,8 +626,8 @@ mod tests {
         assert_eq!(
             got,
             [
-                ("deep.json", "JSON_SYNTAX_ERROR", true),
-                ("embedded.json", "JSON_SYNTAX_ERROR", true)
+                ("deep.json", IssueCode::JsonSyntaxError, true),
+                ("embedded.json", IssueCode::JsonSyntaxError, true)
             ]
         );
     }
@@ -647,22 +645,26 @@ mod tests {
         assert!(store.is_none());
         let store_errors: Vec<_> = findings
             .errors()
-            .filter(|f| f.issue_code == "STORE_TOO_LARGE")
+            .filter(|f| f.issue_code == IssueCode::StoreTooLarge)
             .collect();
         assert_eq!(store_errors.len(), 1, "{store_errors:?}");
         assert_eq!(&*store_errors[0].location.file, ".");
         // Reading stopped: not every file was read.
         let read = findings
             .iter()
-            .filter(|f| f.issue_code == "UNRECOGNIZED_FILE")
+            .filter(|f| f.issue_code == IssueCode::UnrecognizedFile)
             .count();
         assert!(read < count, "{read} of {count}");
-        assert!(!findings.iter().any(|f| f.issue_code == "FILE_TOO_COMPLEX"));
+        assert!(!findings
+            .iter()
+            .any(|f| f.issue_code == IssueCode::FileTooComplex));
 
         // A fraction of them is a store like any.
         let few = STORE_BUDGET_BASE / excess / 2;
         let (_, findings) = from_texts(names.iter().take(few).map(|n| (n.as_str(), file.as_str())));
-        assert!(!findings.iter().any(|f| f.issue_code == "STORE_TOO_LARGE"));
+        assert!(!findings
+            .iter()
+            .any(|f| f.issue_code == IssueCode::StoreTooLarge));
     }
 
     #[test]
@@ -700,9 +702,9 @@ mod tests {
         assert_eq!(
             got,
             [
-                ("r.json", "INVALID_ARN", "ResourceArn"),
-                ("u.json", "INVALID_ARN", "UserDetailList[0].Arn"),
-                ("m.json", "INVALID_ARN", "Policies[0].Arn"),
+                ("r.json", IssueCode::InvalidArn, "ResourceArn"),
+                ("u.json", IssueCode::InvalidArn, "UserDetailList[0].Arn"),
+                ("m.json", IssueCode::InvalidArn, "Policies[0].Arn"),
             ]
         );
         for f in findings.errors() {
@@ -738,7 +740,7 @@ mod tests {
         assert!(store.is_some(), "{findings:?}");
         let got: Vec<String> = findings
             .iter()
-            .filter(|f| f.issue_code == "RESOURCE_MISMATCH")
+            .filter(|f| f.issue_code == IssueCode::ResourceMismatch)
             .map(|f| f.location.to_string())
             .collect();
         // Statements written as objects point at themselves; an embedded
@@ -836,7 +838,7 @@ mod compile_tests {
         };
         let (f, g) = (function("f"), function("g"));
         let (store, findings) =
-            super::from_texts([("u.json", user), ("f.json", &*f), ("g.json", &*g)]);
+            from_texts([("u.json", user), ("f.json", &*f), ("g.json", &*g)]);
         let snap =
             Snapshot::compile_owned(store.unwrap_or_else(|| panic!("{findings:?}"))).unwrap();
         assert_eq!(snap.stats().statements, 7);
