@@ -837,8 +837,7 @@ mod compile_tests {
             )
         };
         let (f, g) = (function("f"), function("g"));
-        let (store, findings) =
-            from_texts([("u.json", user), ("f.json", &*f), ("g.json", &*g)]);
+        let (store, findings) = from_texts([("u.json", user), ("f.json", &*f), ("g.json", &*g)]);
         let snap =
             Snapshot::compile_owned(store.unwrap_or_else(|| panic!("{findings:?}"))).unwrap();
         assert_eq!(snap.stats().statements, 7);
