@@ -154,6 +154,17 @@ fn serve(args: iamd::config::ServeArgs) -> ExitCode {
     }
 }
 
+/// Compiles a loaded store, or says why not and gives the exit code (1).
+fn compile(store: iamd::model::Store, dir: &std::path::Path) -> Result<Snapshot, ExitCode> {
+    Snapshot::compile_owned(store).map_err(|e| {
+        eprintln!(
+            "iamd: the store `{}` cannot be compiled: {e}",
+            dir.display()
+        );
+        ExitCode::from(1)
+    })
+}
+
 fn validate(args: &ValidateArgs) -> ExitCode {
     let (store, findings) = match store::load_with_findings(&args.store) {
         Ok(r) => r,
@@ -162,15 +173,9 @@ fn validate(args: &ValidateArgs) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let snapshot = match store.map(Snapshot::compile_owned).transpose() {
+    let snapshot = match store.map(|s| compile(s, &args.store)).transpose() {
         Ok(snapshot) => snapshot,
-        Err(e) => {
-            eprintln!(
-                "iamd: the store `{}` cannot be compiled: {e}",
-                args.store.display()
-            );
-            return ExitCode::from(1);
-        }
+        Err(code) => return code,
     };
     let stats = snapshot.map(|snapshot| {
         let stats = snapshot.stats();
@@ -264,15 +269,9 @@ fn check(args: &CheckArgs) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let snapshot = match Snapshot::compile_owned(loaded.store) {
+    let snapshot = match compile(loaded.store, &args.store) {
         Ok(snapshot) => snapshot,
-        Err(e) => {
-            eprintln!(
-                "iamd: the store `{}` cannot be compiled: {e}",
-                args.store.display()
-            );
-            return ExitCode::from(1);
-        }
+        Err(code) => return code,
     };
     let decision = engine::decide(&snapshot, &request);
     let explanation = args.explain.then(|| engine::explain(&snapshot, &request));
