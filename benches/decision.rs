@@ -1,6 +1,6 @@
 //! Latency of the decision core at store sizes from 1k to 1M statements.
 //!
-//! Each size is a synthetic store from `iamd::gen` (the same generator as
+//! Each size is a synthetic store from `iamd::synth` (the same generator as
 //! `iamd gen-store`), and each asks the same six questions: an allow, an
 //! explicit deny, an implicit deny, a cross-account allow through a function
 //! policy, a condition-heavy service-principal request, and a request that
@@ -11,7 +11,7 @@
 
 use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criterion};
 use iamd::engine::{self, ContextEntry, Request, Snapshot};
-use iamd::gen::{generate, probe_requests, GenParams};
+use iamd::synth::{generate, probe_requests, GenParams};
 
 fn sizes() -> Vec<usize> {
     std::env::var("IAMD_BENCH_SIZES")

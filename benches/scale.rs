@@ -1,6 +1,6 @@
 //! Load-and-compile time and memory at store sizes from 1k to 1M statements.
 //!
-//! For each size: generate a store with `iamd::gen` onto disk, load and
+//! For each size: generate a store with `iamd::synth` onto disk, load and
 //! validate it (`store::load`), compile it (`Snapshot::compile_owned`), and
 //! measure with a counting allocator (over mimalloc, as in the binary) the
 //! heap the snapshot keeps and the peak during load and compile. Memory
@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Instant;
 
 use iamd::engine::Snapshot;
-use iamd::gen::{generate, GenParams};
+use iamd::synth::{generate, GenParams};
 
 struct Counting;
 /// On, except during the timed pass.
@@ -100,7 +100,7 @@ fn main() {
         let params = GenParams::for_statements(size, 42);
         let files = generate(&params);
         let dir = tempfile::tempdir().unwrap();
-        iamd::gen::write(dir.path(), &files).unwrap();
+        iamd::synth::write(dir.path(), &files).unwrap();
         let file_bytes: usize = files.iter().map(|(_, t)| t.len()).sum();
         drop(files);
 

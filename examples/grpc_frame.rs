@@ -11,7 +11,7 @@
 //! ```
 //!
 //! The request is the `allow` probe of every generated store
-//! (`iamd::gen::probe_requests()`): probe-alice may invoke f-1.
+//! (`iamd::synth::probe_requests()`): probe-alice may invoke f-1.
 
 use iamd::server::pb::{AuthorizeBatchRequest, AuthorizeRequest};
 use prost::Message;
@@ -19,10 +19,10 @@ use prost::Message;
 type Error = Box<dyn std::error::Error>;
 
 fn allow_probe() -> Result<AuthorizeRequest, Error> {
-    let probe = iamd::gen::probe_requests()
+    let probe = iamd::synth::probe_requests()
         .into_iter()
         .find(|p| p.name == "allow")
-        .ok_or("iamd::gen::probe_requests() has no `allow` probe")?;
+        .ok_or("iamd::synth::probe_requests() has no `allow` probe")?;
     if !probe.context.is_empty() {
         return Err("the `allow` probe unexpectedly needs context keys".into());
     }

@@ -10,7 +10,6 @@ pub mod catalog;
 pub mod config;
 pub mod engine;
 pub mod finding;
-pub mod gen;
 pub mod json;
 pub mod metrics;
 pub mod model;
@@ -20,3 +19,9 @@ pub mod routes;
 pub mod server;
 pub mod store;
 pub mod telemetry;
+
+// Bench and test tooling, not part of iamd's API: the synthetic store
+// generator behind the benches, the load scripts and the hidden
+// `iamd gen-store`. Nothing above depends on it.
+#[doc(hidden)]
+pub mod synth;

@@ -26,7 +26,10 @@ enum Command {
     Validate(ValidateArgs),
     /// Decide one request against a store.
     Check(CheckArgs),
-    /// Write a deterministic synthetic store, for benchmarks.
+    /// Bench tooling, not for production: write a deterministic synthetic
+    /// store (`iamd::synth`) for the benchmarks and load scripts. Hidden
+    /// from the command list.
+    #[command(hide = true)]
     GenStore(GenStoreArgs),
 }
 
@@ -100,14 +103,14 @@ fn main() -> ExitCode {
 }
 
 fn gen_store(args: &GenStoreArgs) -> ExitCode {
-    let params = iamd::gen::GenParams {
+    let params = iamd::synth::GenParams {
         accounts: args.accounts.max(2),
         functions_per_account: args.functions_per_account,
         principals: args.principals,
         seed: args.seed,
     };
-    let files = iamd::gen::generate(&params);
-    if let Err(e) = iamd::gen::write(&args.out, &files) {
+    let files = iamd::synth::generate(&params);
+    if let Err(e) = iamd::synth::write(&args.out, &files) {
         eprintln!(
             "iamd: cannot write the store to `{}`: {e}",
             args.out.display()

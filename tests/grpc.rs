@@ -191,19 +191,7 @@ async fn health_reflection_and_unix_socket() {
     }
 
     // The same API over the Unix domain socket.
-    let path = sock.clone();
-    let channel = tonic::transport::Endpoint::try_from("http://[::]:50051")
-        .unwrap()
-        .connect_with_connector(tower::service_fn(move |_| {
-            let path = path.clone();
-            async move {
-                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(
-                    tokio::net::UnixStream::connect(path).await?,
-                ))
-            }
-        }))
-        .await
-        .unwrap();
+    let channel = common::uds_channel(&sock).await;
     let mut client = pb::authorizer_client::AuthorizerClient::new(channel);
     let r = client
         .authorize(request(ALICE, "lambda:ListFunctions", "*", &[]))

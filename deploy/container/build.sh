@@ -5,7 +5,7 @@
 #   OUT/etc/iamd/store/         the example policy store
 #
 # The Dockerfile's build stage runs exactly this script and copies OUT into
-# the runtime image. `cargo test` runs it too (tests/deploy.rs, with
+# the runtime image. `cargo test` runs it too (tests/deploy_container.rs, with
 # IAMD_PROFILE=dev to reuse the test build) and checks the layout it makes,
 # so the image recipe cannot rot unnoticed.
 set -euo pipefail

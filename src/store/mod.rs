@@ -669,7 +669,7 @@ mod tests {
 
     #[test]
     fn generated_stores_load_well_within_their_budgets() {
-        let files = crate::gen::generate(&crate::gen::GenParams {
+        let files = crate::synth::generate(&crate::synth::GenParams {
             accounts: 3,
             functions_per_account: 50,
             principals: 50,

@@ -15,6 +15,7 @@ use iamd::server::pb::{self, ContextValues};
 use serde_json::Value;
 use tonic::transport::Channel;
 
+pub mod deploy;
 pub mod hostile;
 
 pub struct Iamd {
@@ -40,6 +41,35 @@ pub fn copy_dir(from: &Path, to: &Path) {
             std::fs::copy(e.path(), target).unwrap();
         }
     }
+}
+
+/// Reads `from` line by line on a thread of its own, handing each line to
+/// `sink` until end of file or a read error: a child's stdout or stderr,
+/// drained as it is written so the child never blocks on a full pipe.
+pub fn pump_lines(from: impl Read + Send + 'static, mut sink: impl FnMut(String) + Send + 'static) {
+    std::thread::spawn(move || {
+        for line in BufReader::new(from).lines() {
+            let Ok(line) = line else { break };
+            sink(line);
+        }
+    });
+}
+
+/// A gRPC channel to iamd over its Unix socket (`--uds`) at `path`. The
+/// URI only fills in the `:authority`; every connection goes to `path`.
+pub async fn uds_channel(path: &Path) -> Channel {
+    let path = path.to_owned();
+    tonic::transport::Endpoint::from_static("http://[::]:50051")
+        .connect_with_connector(tower::service_fn(move |_| {
+            let path = path.clone();
+            async move {
+                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(
+                    tokio::net::UnixStream::connect(path).await?,
+                ))
+            }
+        }))
+        .await
+        .unwrap()
 }
 
 /// Writes a file atomically (write + rename), as a careful operator would.
@@ -75,12 +105,9 @@ impl Iamd {
         let stderr = child.stderr.take().unwrap();
         let logs: Arc<Mutex<Vec<Value>>> = Arc::default();
         let sink = logs.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                let v = serde_json::from_str(&line).unwrap_or(Value::String(line));
-                sink.lock().unwrap().push(v);
-            }
+        pump_lines(stderr, move |line| {
+            let v = serde_json::from_str(&line).unwrap_or(Value::String(line));
+            sink.lock().unwrap().push(v);
         });
         let mut me = Iamd {
             child,

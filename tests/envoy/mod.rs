@@ -91,12 +91,7 @@ impl Envoy {
         let stdout = child.stdout.take().unwrap();
         let access_log: Arc<Mutex<Vec<String>>> = Arc::default();
         let sink = access_log.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                sink.lock().unwrap().push(line);
-            }
-        });
+        crate::common::pump_lines(stdout, move |line| sink.lock().unwrap().push(line));
         let envoy = Envoy {
             child,
             port,

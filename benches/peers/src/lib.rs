@@ -917,7 +917,7 @@ pub struct Fixture {
     pub statements: usize,
     pub snapshot: iamd::engine::Snapshot,
     pub cedar: CedarStore,
-    pub probes: Vec<iamd::gen::Probe>,
+    pub probes: Vec<iamd::synth::Probe>,
     contexts: Vec<Vec<iamd::engine::ContextEntry>>,
     pub now: jiff::Timestamp,
 }
@@ -925,15 +925,16 @@ pub struct Fixture {
 impl Fixture {
     /// Generates a store of about `statements` statements (seed 42, as iamd's scale bench).
     pub fn new(statements: usize) -> Result<Self, Unsupported> {
-        let files = iamd::gen::generate(&iamd::gen::GenParams::for_statements(statements, 42));
+        let files = iamd::synth::generate(&iamd::synth::GenParams::for_statements(statements, 42));
         let (store, findings) =
             iamd::store::from_texts(files.iter().map(|(n, t)| (n.as_str(), t.as_str())));
         let Some(store) = store else {
             let first: Vec<String> = findings.errors().take(3).map(|f| f.to_string()).collect();
             return unsupported(format!("the generated store is rejected: {first:?}"));
         };
-        let snapshot = iamd::engine::Snapshot::compile(&store).expect("the generated store compiles");
-        let probes = iamd::gen::probe_requests();
+        let snapshot =
+            iamd::engine::Snapshot::compile(&store).expect("the generated store compiles");
+        let probes = iamd::synth::probe_requests();
         let cedar = CedarStore::translate(&store, probes.iter().map(|p| p.resource.as_str()))?;
         let contexts = probes
             .iter()

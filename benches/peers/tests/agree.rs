@@ -39,7 +39,7 @@ fn probes_agree_at_10k() {
 /// prints how many and checks they stay few.
 #[test]
 fn request_grid_mostly_agrees() {
-    use iamd::gen::{account_id, REGION};
+    use iamd::synth::{account_id, REGION};
     let fx = Fixture::new(1_000).unwrap_or_else(|e| panic!("{e}"));
     let (a0, a1) = (account_id(0), account_id(1));
     let mut principals: Vec<String> = Vec::new();
