@@ -261,8 +261,12 @@ enum Place {
     OtherAccount,
 }
 
-/// The decision rule, in one exhaustive match (IAM User Guide, "Policy
-/// evaluation logic" and "Cross-account policy evaluation logic"). The
+/// The decision rule, in one exhaustive match. Pages of the IAM User Guide
+/// (https://docs.aws.amazon.com/IAM/latest/UserGuide/…) named in the arms:
+/// [DENYALLOW] reference_policies_evaluation-logic_policy-eval-denyallow.html,
+/// [XACCT] reference_policies_evaluation-logic-cross-account.html,
+/// [PB] access_policies_boundaries.html, [PRIN] reference_policies_elements_principal.html.
+/// The
 /// arms read top to bottom like the guide's flow chart: an explicit deny in
 /// any policy wins; SCPs must allow an IAM caller; callers outside IAM are
 /// decided by the resource policy alone; a role trust policy must allow;
@@ -296,31 +300,35 @@ pub(crate) fn combine(
     };
 
     match (v.scp, v.resource, v.identity, v.boundary, identity, place) {
-        // 1. An explicit deny anywhere wins; the first slot evaluated names it.
+        // 1. An explicit deny anywhere wins; the first slot evaluated names it [DENYALLOW].
         (Some(Deny), ..) => Decision::ExplicitDeny(ServiceControlPolicy),
         (_, FunctionPolicy(Deny), ..) => Decision::ExplicitDeny(ResourceBasedPolicy),
         (_, RoleTrust(Deny), ..) => Decision::ExplicitDeny(RoleTrustPolicy),
         (_, _, Some(Deny), ..) => Decision::ExplicitDeny(IdentityBasedPolicy),
         (_, _, _, Some(Deny), ..) => Decision::ExplicitDeny(PermissionsBoundary),
 
-        // 2. Outside IAM accounts only the resource-based policy can allow.
+        // 2. Outside IAM accounts (services, web identities, anonymous) only
+        // the resource-based policy can allow [PRIN].
         (_, FunctionPolicy(Grants(_)) | RoleTrust(Grants(_)), _, _, NotIam, _) => Decision::Allow,
         (_, Absent | FunctionPolicy(NoAllow), _, _, NotIam, _) => {
             Decision::ImplicitDeny(ResourceBasedPolicy)
         }
         (_, RoleTrust(NoAllow), _, _, NotIam, _) => Decision::ImplicitDeny(RoleTrustPolicy),
 
-        // 3. The SCPs of the caller's account must allow.
+        // 3. The SCPs of the caller's account must allow [DENYALLOW].
         (Some(NoAllow), _, _, _, Root | Iam { .. }, _) => {
             Decision::ImplicitDeny(ServiceControlPolicy)
         }
 
-        // 4. A role trust policy must allow, even within one account.
+        // 4. A role trust policy must allow, even within one account [DENYALLOW].
         (_, RoleTrust(NoAllow), _, _, Root | Iam { .. }, _) => {
             Decision::ImplicitDeny(RoleTrustPolicy)
         }
 
-        // 5. Within one account, either side may allow.
+        // 5. Within one account either side may allow: a resource policy naming
+        // the caller stands alone, one naming its role is bounded by the
+        // boundary [PB], the root user has every identity permission, and
+        // otherwise an identity Allow within the boundary [DENYALLOW].
         (_, _, _, _, Root, SameAccount) => Decision::Allow,
         (
             _,
@@ -353,7 +361,8 @@ pub(crate) fn combine(
             SameAccount,
         ) => Decision::Allow,
 
-        // 6. Across accounts the caller's own policies must allow ...
+        // 6. Otherwise the caller's own policies must allow (the rest of one
+        // account's cases, and every cross-account one) ... [XACCT]
         (_, _, _, _, Iam { allows: false, .. }, _) => Decision::ImplicitDeny(IdentityBasedPolicy),
         (
             _,
@@ -366,7 +375,7 @@ pub(crate) fn combine(
             },
             _,
         ) => Decision::ImplicitDeny(PermissionsBoundary),
-        // ... and so must the resource's.
+        // ... and across accounts so must the resource's [XACCT].
         (
             _,
             FunctionPolicy(Grants(_)) | RoleTrust(Grants(_)),
