@@ -49,7 +49,7 @@ fn snapshot(size: usize) -> Arc<Snapshot> {
     drop(files);
     let store =
         store.unwrap_or_else(|| panic!("generated store rejected: {:?}", findings.errors().next()));
-    Arc::new(Snapshot::compile_owned(store))
+    Arc::new(Snapshot::compile_owned(store).expect("the generated store compiles"))
 }
 
 /// Stores `a` and `b` into `cell` in turn, every [`SWAP_EVERY`], until
@@ -110,7 +110,7 @@ fn bench(c: &mut Criterion) {
         for snap in [&a, &b] {
             for (probe, ctx) in probes.iter().zip(&contexts) {
                 let decision = engine::decide(snap, &request(probe, ctx, now));
-                assert_eq!(decision.kind.as_str(), probe.expect, "{}", probe.name);
+                assert_eq!(decision.kind().as_str(), probe.expect, "{}", probe.name);
             }
         }
         let cell = Arc::new(ArcSwap::new(a.clone()));

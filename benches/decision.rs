@@ -4,7 +4,8 @@
 //! `iamd gen-store`), and each asks the same six questions: an allow, an
 //! explicit deny, an implicit deny, a cross-account allow through a function
 //! policy, a condition-heavy service-principal request, and a request that
-//! resolves a policy variable. Cost should not grow with unrelated policies.
+//! resolves a policy variable. Cost should not grow with unrelated policies,
+//! for decisions (`decide/…`) nor for explanations (`explain/…`).
 //! `IAMD_BENCH_SIZES=1000,10000 cargo bench --bench decision` limits the sizes.
 #![allow(clippy::expect_used, clippy::panic)]
 
@@ -31,7 +32,6 @@ fn bench(c: &mut Criterion) {
                 .collect()
         })
         .collect();
-    let mut group = c.benchmark_group("decide");
     for size in sizes() {
         let files = generate(&GenParams::for_statements(size, 42));
         let (store, findings) =
@@ -39,24 +39,46 @@ fn bench(c: &mut Criterion) {
         drop(files);
         let store = store
             .unwrap_or_else(|| panic!("generated store rejected: {:?}", findings.errors().next()));
-        let snap = Snapshot::compile_owned(store);
+        let snap = Snapshot::compile_owned(store).expect("the generated store compiles");
         let statements = snap.stats().statements;
         eprintln!("store of {size} target statements: {statements} statements");
-        for (probe, ctx) in probes.iter().zip(&contexts) {
-            let req = Request::new(&probe.principal, probe.action, &probe.resource, ctx, now)
-                .expect("valid probe");
-            assert_eq!(
-                engine::decide(&snap, &req).kind.as_str(),
-                probe.expect,
-                "{}",
-                probe.name
-            );
-            group.bench_with_input(BenchmarkId::new(probe.name, size), &req, |b, req| {
+        let requests: Vec<_> = probes
+            .iter()
+            .zip(&contexts)
+            .map(|(probe, ctx)| {
+                let req = Request::new(&probe.principal, probe.action, &probe.resource, ctx, now)
+                    .expect("valid probe");
+                assert_eq!(
+                    engine::decide(&snap, &req).kind().as_str(),
+                    probe.expect,
+                    "{}",
+                    probe.name
+                );
+                assert_eq!(
+                    engine::explain(&snap, &req).decision,
+                    engine::decide(&snap, &req)
+                );
+                (probe.name, req)
+            })
+            .collect();
+        let mut group = c.benchmark_group("decide");
+        for (name, req) in &requests {
+            group.bench_with_input(BenchmarkId::new(*name, size), req, |b, req| {
                 b.iter(|| engine::decide(black_box(&snap), black_box(req)))
             });
         }
+        group.finish();
+        // Explanations find their policies as decisions do (hash lookups)
+        // and only skip the statement index: their cost must not grow
+        // with the store either.
+        let mut group = c.benchmark_group("explain");
+        for (name, req) in &requests {
+            group.bench_with_input(BenchmarkId::new(*name, size), req, |b, req| {
+                b.iter(|| engine::explain(black_box(&snap), black_box(req)))
+            });
+        }
+        group.finish();
     }
-    group.finish();
 }
 
 criterion_group!(benches, bench);

@@ -109,7 +109,8 @@ fn main() {
 
         let base = CURRENT.load(Ordering::Relaxed);
         PEAK.store(base, Ordering::Relaxed);
-        let snapshot = Snapshot::compile_owned(iamd::store::load(dir.path()).unwrap().store);
+        let snapshot =
+            Snapshot::compile_owned(iamd::store::load(dir.path()).unwrap().store).unwrap();
         let kept = CURRENT.load(Ordering::Relaxed) - base;
         let peak = PEAK.load(Ordering::Relaxed) - base;
         drop(snapshot);
@@ -119,7 +120,7 @@ fn main() {
         let store = iamd::store::load(dir.path()).unwrap().store;
         let load_s = t0.elapsed().as_secs_f64();
         let t1 = Instant::now();
-        let snapshot = Snapshot::compile_owned(store);
+        let snapshot = Snapshot::compile_owned(store).expect("the generated store compiles");
         let compile_s = t1.elapsed().as_secs_f64();
         let statements = snapshot.stats().statements;
         let per = kept as f64 / statements as f64;

@@ -42,13 +42,18 @@ pub enum ServeError {
         source: notify::Error,
     },
     #[error("cannot build server reflection: {0}")]
-    Reflection(String),
+    Reflection(#[source] tonic_reflection::server::Error),
     #[error(transparent)]
     Config(#[from] crate::config::ConfigError),
     #[error("cannot install signal handlers: {0}")]
-    Signals(std::io::Error),
+    Signals(#[source] std::io::Error),
     #[error("the gRPC server failed: {0}")]
-    Transport(String),
+    Transport(#[source] tonic::transport::Error),
+    #[error("the gRPC server task failed: {0}")]
+    ServerTask(#[source] tokio::task::JoinError),
+    /// A server returned without being asked to stop.
+    #[error("a gRPC server stopped unexpectedly")]
+    ServerStopped,
 }
 
 /// Reacts to reloads: health, metrics and logs.
@@ -88,7 +93,7 @@ impl ReloadObserver for Observer {
                     LoadError::Rejected { findings, .. } => {
                         findings.errors().next().map(ToString::to_string)
                     }
-                    LoadError::Dir { .. } => None,
+                    LoadError::Dir { .. } | LoadError::Compile { .. } => None,
                 };
                 tracing::error!(
                     store = %self.store,
@@ -248,12 +253,12 @@ pub async fn serve(args: ServeArgs, signals: Signals) -> Result<(), ServeError> 
         .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1()
-        .map_err(|e| ServeError::Reflection(e.to_string()))?;
+        .map_err(ServeError::Reflection)?;
     let reflection_v1alpha = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1alpha()
-        .map_err(|e| ServeError::Reflection(e.to_string()))?;
+        .map_err(ServeError::Reflection)?;
     let router = move || {
         tonic::transport::Server::builder()
             .max_concurrent_streams(max_streams)
@@ -399,9 +404,9 @@ pub async fn serve(args: ServeArgs, signals: Signals) -> Result<(), ServeError> 
             Some(done) = servers.join_next() => {
                 // A server stopped without being asked to: report it and stop.
                 break Some(match done {
-                    Ok(Ok(())) => "a gRPC server stopped unexpectedly".to_string(),
-                    Ok(Err(e)) => e.to_string(),
-                    Err(e) => e.to_string(),
+                    Ok(Ok(())) => ServeError::ServerStopped,
+                    Ok(Err(e)) => ServeError::Transport(e),
+                    Err(e) => ServeError::ServerTask(e),
                 });
             }
         }
@@ -430,7 +435,7 @@ pub async fn serve(args: ServeArgs, signals: Signals) -> Result<(), ServeError> 
         remove_own_socket(path, id);
     }
     match failure {
-        Some(e) => Err(ServeError::Transport(e)),
+        Some(e) => Err(e),
         None => {
             tracing::info!("stopped");
             Ok(())

@@ -8,13 +8,43 @@ use clap::{Args, ValueEnum};
 
 use std::time::Duration;
 
+use crate::finding::echo;
 use crate::routes::ArnDefaults;
 use crate::server::{AdmissionConfig, ConnectionLimits, EnvoyConfig, Limits, ScanLimits};
 
 /// A configuration value that cannot work, with the flag it came from.
+///
+/// Messages name the flag and include the cause (also given as the source):
+/// `iamd serve` prints the message alone.
 #[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct ConfigError(String);
+pub enum ConfigError {
+    #[error("--max-in-flight-bytes {given} is smaller than one largest request ({needed} bytes)")]
+    InFlightBytesBelowOneRequest { given: usize, needed: usize },
+    #[error("--request-timeout-ms must be above 0")]
+    ZeroRequestTimeout,
+    #[error("--lambda-account `{}` is not a 12-digit account id", echo(.0))]
+    LambdaAccount(String),
+    #[error("cannot read --spiffe-roles `{}`: {source}", path.display())]
+    SpiffeRolesUnreadable {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("--spiffe-roles `{}` is not a JSON object of strings: {source}", path.display())]
+    SpiffeRolesNotJson {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("--spiffe-roles `{}`: `{}` is not a SPIFFE ID", path.display(), echo(id))]
+    NotSpiffeId { path: PathBuf, id: String },
+    #[error("--spiffe-roles `{}`: `{}` (for `{}`) is not an IAM role ARN", path.display(), echo(role), echo(id))]
+    NotRoleArn {
+        path: PathBuf,
+        id: String,
+        role: String,
+    },
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
@@ -182,14 +212,13 @@ impl ServeArgs {
         let check = self.max_check_bytes.max(hard);
         // `check` is at least `hard`: the largest request of any kind, framed.
         if self.max_in_flight_bytes < check + 5 {
-            return Err(ConfigError(format!(
-                "--max-in-flight-bytes {} is smaller than one largest request ({} bytes)",
-                self.max_in_flight_bytes,
-                check + 5
-            )));
+            return Err(ConfigError::InFlightBytesBelowOneRequest {
+                given: self.max_in_flight_bytes,
+                needed: check + 5,
+            });
         }
         if self.request_timeout_ms == 0 {
-            return Err(ConfigError("--request-timeout-ms must be above 0".into()));
+            return Err(ConfigError::ZeroRequestTimeout);
         }
         Ok(AdmissionConfig {
             request_timeout: Duration::from_millis(self.request_timeout_ms),
@@ -231,40 +260,38 @@ impl ServeArgs {
     pub fn envoy(&self) -> Result<EnvoyConfig, ConfigError> {
         if let Some(a) = &self.lambda_account {
             if !crate::policy::arn::is_account_id(a) {
-                return Err(ConfigError(format!(
-                    "--lambda-account `{a}` is not a 12-digit account id"
-                )));
+                return Err(ConfigError::LambdaAccount(a.clone()));
             }
         }
         let mut spiffe_roles = HashMap::new();
         if let Some(path) = &self.spiffe_roles {
-            let text = std::fs::read_to_string(path).map_err(|e| {
-                ConfigError(format!(
-                    "cannot read --spiffe-roles `{}`: {e}",
-                    path.display()
-                ))
+            let text = std::fs::read_to_string(path).map_err(|source| {
+                ConfigError::SpiffeRolesUnreadable {
+                    path: path.clone(),
+                    source,
+                }
             })?;
-            let map: HashMap<String, String> = serde_json::from_str(&text).map_err(|e| {
-                ConfigError(format!(
-                    "--spiffe-roles `{}` is not a JSON object of strings: {e}",
-                    path.display()
-                ))
-            })?;
+            let map: HashMap<String, String> =
+                serde_json::from_str(&text).map_err(|source| ConfigError::SpiffeRolesNotJson {
+                    path: path.clone(),
+                    source,
+                })?;
             for (id, role) in map {
                 if !id.starts_with("spiffe://") {
-                    return Err(ConfigError(format!(
-                        "--spiffe-roles `{}`: `{id}` is not a SPIFFE ID",
-                        path.display()
-                    )));
+                    return Err(ConfigError::NotSpiffeId {
+                        path: path.clone(),
+                        id,
+                    });
                 }
                 if !matches!(
                     crate::engine::Principal::parse(&role),
                     Ok(crate::engine::Principal::Role { .. })
                 ) {
-                    return Err(ConfigError(format!(
-                        "--spiffe-roles `{}`: `{role}` (for `{id}`) is not an IAM role ARN",
-                        path.display()
-                    )));
+                    return Err(ConfigError::NotRoleArn {
+                        path: path.clone(),
+                        id,
+                        role,
+                    });
                 }
                 spiffe_roles.insert(id, role);
             }
@@ -289,5 +316,87 @@ impl ServeArgs {
             .clone()
             .or_else(|| std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT").ok())
             .filter(|s| !s.trim().is_empty())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        serve: ServeArgs,
+    }
+
+    fn args(flags: &[&str]) -> ServeArgs {
+        let argv = ["iamd", "--store", "store"].iter().chain(flags);
+        Cli::try_parse_from(argv).unwrap().serve
+    }
+
+    #[test]
+    fn each_unworkable_value_has_its_own_error() {
+        assert!(matches!(
+            args(&["--request-timeout-ms", "0"]).admission(),
+            Err(ConfigError::ZeroRequestTimeout)
+        ));
+        assert!(matches!(
+            args(&["--max-in-flight-bytes", "10"]).admission(),
+            Err(ConfigError::InFlightBytesBelowOneRequest { given: 10, .. })
+        ));
+        assert!(matches!(
+            args(&["--lambda-account", "12"]).envoy(),
+            Err(ConfigError::LambdaAccount(a)) if a == "12"
+        ));
+
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("missing.json");
+        let err = args(&["--spiffe-roles", missing.to_str().unwrap()])
+            .envoy()
+            .unwrap_err();
+        assert!(
+            matches!(&err, ConfigError::SpiffeRolesUnreadable { source, .. } if source.kind() == std::io::ErrorKind::NotFound),
+            "{err}"
+        );
+        let write = |name: &str, text: &str| {
+            let path = dir.path().join(name);
+            std::fs::write(&path, text).unwrap();
+            path.to_str().unwrap().to_owned()
+        };
+        let cases = [
+            (write("list.json", "[1]"), "is not a JSON object of strings"),
+            (
+                write(
+                    "id.json",
+                    r#"{"x\u0007": "arn:aws:iam::111122223333:role/r"}"#,
+                ),
+                r"`x\u{7}` is not a SPIFFE ID",
+            ),
+            (
+                write(
+                    "role.json",
+                    r#"{"spiffe://a": "arn:aws:iam::111122223333:user/u"}"#,
+                ),
+                "(for `spiffe://a`) is not an IAM role ARN",
+            ),
+        ];
+        for (path, says) in cases {
+            let err = args(&["--spiffe-roles", &path]).envoy().unwrap_err();
+            let shown = err.to_string();
+            assert!(shown.contains(says) && shown.contains(&path), "{shown}");
+        }
+        let ok = write(
+            "ok.json",
+            r#"{"spiffe://a": "arn:aws:iam::111122223333:role/r"}"#,
+        );
+        assert_eq!(
+            args(&["--spiffe-roles", &ok])
+                .envoy()
+                .unwrap()
+                .spiffe_roles
+                .len(),
+            1
+        );
     }
 }

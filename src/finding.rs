@@ -1,8 +1,11 @@
 //! Validation findings, shaped like IAM Access Analyzer's `ValidatePolicy`.
 //!
-//! Every problem the loader sees becomes a [`Finding`] with a type
-//! (ERROR rejects the store; the others inform), a stable issue code, a
-//! message, and the place: file, JSON path, line and column.
+//! Every problem the loader sees becomes a [`Finding`] with an issue code
+//! from the one registry ([`codes`]), which also gives its type (ERROR
+//! rejects the store; the others inform), a message, and the place: file,
+//! JSON path, line and column.
+
+pub mod codes;
 
 use std::fmt;
 use std::sync::Arc;
@@ -10,6 +13,8 @@ use std::sync::Arc;
 use serde::Serialize;
 
 use crate::json::{JsonPath, Pos};
+
+pub use codes::IssueCode;
 
 /// Characters of a value [`echo`] shows before it cuts the rest off.
 pub const ECHO_LIMIT: usize = 200;
@@ -187,8 +192,9 @@ pub struct StatementLocation {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Finding {
+    /// Always `issue_code.severity()`; kept as a field for `--json`.
     pub finding_type: FindingType,
-    pub issue_code: &'static str,
+    pub issue_code: IssueCode,
     pub message: String,
     pub location: Location,
 }
@@ -297,17 +303,12 @@ impl Findings {
         Findings(Vec::new())
     }
 
-    pub fn push(
-        &mut self,
-        finding_type: FindingType,
-        issue_code: &'static str,
-        location: Location,
-        message: impl Into<String>,
-    ) {
+    /// Adds a finding; its type is the code's severity.
+    pub fn push(&mut self, issue_code: IssueCode, location: Location, message: impl Into<String>) {
         // Messages quote input through `echo`; this catches any that an
         // error type quoted whole.
         self.0.push(Finding {
-            finding_type,
+            finding_type: issue_code.severity(),
             issue_code,
             message: sanitize(message.into(), MESSAGE_LIMIT),
             location,
@@ -406,7 +407,7 @@ mod tests {
             line: 1,
             column: 2,
         };
-        f.push(FindingType::Error, "X", loc, "m\u{0}".repeat(5_000));
+        f.push(IssueCode::InternalError, loc, "m\u{0}".repeat(5_000));
         let finding = f.iter().next().unwrap();
         // Stored messages are escaped and cut already (as JSON shows them).
         assert!(
@@ -418,7 +419,7 @@ mod tests {
         let shown = finding.to_string();
         assert!(!shown.contains(char::is_control), "{shown}");
         assert!(
-            shown.starts_with(r"a\nb.json:1:2: Statement[0].x\ry ERROR X: m\u{0}"),
+            shown.starts_with(r"a\nb.json:1:2: Statement[0].x\ry ERROR INTERNAL_ERROR: m\u{0}"),
             "{shown}"
         );
     }

@@ -256,6 +256,7 @@ impl<'a> Parser<'a> {
 
     fn pos(&mut self) -> Pos {
         if self.line_ascii {
+            // A column only places a finding; the 64 MiB file cap keeps it exact.
             let column = u32::try_from(self.i - self.line_start + 1).unwrap_or(u32::MAX);
             self.col_at = (self.i, column);
             return Pos {
@@ -363,6 +364,8 @@ impl<'a> Parser<'a> {
         Ok(Node {
             value,
             pos,
+            // Store files are at most 64 MiB, so this fits; were it to
+            // saturate, the size quotas would see the largest size and refuse.
             compact_len: u32::try_from(compact_len).unwrap_or(u32::MAX),
         })
     }

@@ -12,6 +12,7 @@ pub mod engine;
 pub mod finding;
 pub mod json;
 pub mod metrics;
+pub mod model;
 pub mod policy;
 pub mod reload;
 pub mod routes;

@@ -149,10 +149,23 @@ fn serve(args: iamd::config::ServeArgs) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("iamd: {e:#}");
+            // iamd's errors say their cause in their own message: the
+            // alternate form would print each cause a second time.
+            eprintln!("iamd: {e}");
             ExitCode::from(1)
         }
     }
+}
+
+/// Compiles a loaded store, or says why not and gives the exit code (1).
+fn compile(store: iamd::model::Store, dir: &std::path::Path) -> Result<Snapshot, ExitCode> {
+    Snapshot::compile_owned(store).map_err(|e| {
+        eprintln!(
+            "iamd: the store `{}` cannot be compiled: {e}",
+            dir.display()
+        );
+        ExitCode::from(1)
+    })
 }
 
 fn validate(args: &ValidateArgs) -> ExitCode {
@@ -163,8 +176,11 @@ fn validate(args: &ValidateArgs) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let stats = store.map(|s| {
-        let snapshot = Snapshot::compile_owned(s);
+    let snapshot = match store.map(|s| compile(s, &args.store)).transpose() {
+        Ok(snapshot) => snapshot,
+        Err(code) => return code,
+    };
+    let stats = snapshot.map(|snapshot| {
         let stats = snapshot.stats();
         // The process is about to exit: tearing down a million-statement
         // index one allocation at a time would only delay it.
@@ -256,7 +272,10 @@ fn check(args: &CheckArgs) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let snapshot = Snapshot::compile_owned(loaded.store);
+    let snapshot = match compile(loaded.store, &args.store) {
+        Ok(snapshot) => snapshot,
+        Err(code) => return code,
+    };
     let decision = engine::decide(&snapshot, &request);
     let explanation = args.explain.then(|| engine::explain(&snapshot, &request));
     if let Some(x) = &explanation {
@@ -269,7 +288,7 @@ fn check(args: &CheckArgs) -> ExitCode {
     let message = decision.message(&request);
     if args.json {
         let mut out = serde_json::json!({
-            "decision": decision.kind.as_str(),
+            "decision": decision.kind().as_str(),
             "principal": args.principal,
             "action": args.action,
             "resource": args.resource,
@@ -282,7 +301,7 @@ fn check(args: &CheckArgs) -> ExitCode {
         }
         println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
     } else {
-        println!("{}", decision.kind.as_str());
+        println!("{}", decision.kind().as_str());
         if !message.is_empty() {
             println!("{message}");
         }

@@ -37,18 +37,10 @@ impl Api {
 }
 
 fn decision_label(d: DecisionKind) -> &'static str {
-    match d {
-        DecisionKind::Allow => "allow",
-        DecisionKind::ExplicitDeny => "explicit_deny",
-        DecisionKind::ImplicitDeny => "implicit_deny",
-    }
+    d.names().metric
 }
 
-const DECISIONS: [DecisionKind; 3] = [
-    DecisionKind::Allow,
-    DecisionKind::ExplicitDeny,
-    DecisionKind::ImplicitDeny,
-];
+const DECISIONS: [DecisionKind; 3] = DecisionKind::ALL;
 
 /// A histogram with fixed bucket bounds and atomic counts: recording is a
 /// few atomic adds, with no lock and no allocation.
@@ -160,7 +152,7 @@ pub struct Metrics {
 
 #[derive(Debug, thiserror::Error)]
 #[error("cannot install the Prometheus recorder: {0}")]
-pub struct MetricsError(String);
+pub struct MetricsError(#[source] metrics_exporter_prometheus::BuildError);
 
 impl Metrics {
     /// Installs the global recorder and registers every series, so they all
@@ -168,7 +160,7 @@ impl Metrics {
     pub fn install() -> Result<Self, MetricsError> {
         let prometheus = PrometheusBuilder::new()
             .install_recorder()
-            .map_err(|e| MetricsError(e.to_string()))?;
+            .map_err(MetricsError)?;
         metrics::describe_counter!(
             "iamd_decisions_total",
             "Decisions made, by API and decision."

@@ -90,7 +90,11 @@ impl SnapshotCell {
     ) -> Result<Reloaded, LoadError> {
         let loaded = load_settled(dir, &mut fingerprint)?;
         let warnings = loaded.findings.len();
-        let snapshot = Snapshot::compile_owned(loaded.store);
+        let snapshot =
+            Snapshot::compile_owned(loaded.store).map_err(|source| LoadError::Compile {
+                path: dir.to_owned(),
+                source,
+            })?;
         let stats = snapshot.stats();
         // Only the reload task calls this, so the read-increment-store cannot race.
         let revision = self.current.load().as_ref().map_or(0, |s| s.revision) + 1;

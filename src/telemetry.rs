@@ -18,10 +18,14 @@ pub enum TelemetryError {
         #[source]
         source: tracing_subscriber::filter::ParseError,
     },
-    #[error("cannot set up the OTLP exporter for `{endpoint}`: {message}")]
-    Otlp { endpoint: String, message: String },
+    #[error("cannot set up the OTLP exporter for `{endpoint}`: {source}")]
+    Otlp {
+        endpoint: String,
+        #[source]
+        source: opentelemetry_otlp::ExporterBuildError,
+    },
     #[error("a tracing subscriber is already installed: {0}")]
-    Init(String),
+    Init(#[source] tracing_subscriber::util::TryInitError),
 }
 
 /// Flushes and stops the trace exporter when dropped.
@@ -66,9 +70,9 @@ pub fn init(
                 .with_tonic()
                 .with_endpoint(endpoint)
                 .build()
-                .map_err(|e| TelemetryError::Otlp {
+                .map_err(|source| TelemetryError::Otlp {
                     endpoint: endpoint.to_owned(),
-                    message: e.to_string(),
+                    source,
                 })?;
             let provider = SdkTracerProvider::builder()
                 .with_batch_exporter(exporter)
@@ -90,6 +94,6 @@ pub fn init(
         .with(fmt_layer)
         .with(otel_layer)
         .try_init()
-        .map_err(|e| TelemetryError::Init(e.to_string()))?;
+        .map_err(TelemetryError::Init)?;
     Ok(TelemetryGuard { provider })
 }

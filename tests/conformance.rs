@@ -11,6 +11,9 @@
 //! store of the topic file, and `files` adds or replaces files.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+#[path = "common/oracle.rs"]
+mod oracle;
+
 use std::collections::BTreeMap;
 use std::path::Path;
 
@@ -116,14 +119,14 @@ fn run_case(topic: &Topic, case: &Case) -> Result<(), String> {
         if store.is_some() {
             return Err(format!("store loaded, expected rejection with {code}"));
         }
-        if !findings.errors().any(|f| f.issue_code == code) {
+        if !findings.errors().any(|f| f.issue_code.as_str() == code) {
             let got: Vec<_> = findings.errors().map(|f| f.issue_code).collect();
             return Err(format!("expected {code}, got {got:?}"));
         }
         return Ok(());
     }
     let loaded = iamd::store::load(dir.path()).map_err(|e| format!("store did not load: {e}"))?;
-    let snapshot = Snapshot::compile(&loaded.store);
+    let snapshot = Snapshot::compile(&loaded.store).unwrap();
     let context: Vec<ContextEntry> = case
         .context
         .iter()
@@ -146,6 +149,12 @@ fn run_case(topic: &Topic, case: &Case) -> Result<(), String> {
             explained.decision
         ));
     }
+    let scanned = oracle::explain_by_scan(&snapshot, &request);
+    if scanned != explained {
+        return Err(format!(
+            "indexed explanation {explained:?} disagrees with the index-free one {scanned:?}"
+        ));
+    }
     let expect = case.expect.as_deref().ok_or("case has no `expect`")?;
     let want = match expect {
         "Allow" => DecisionKind::Allow,
@@ -154,10 +163,10 @@ fn run_case(topic: &Topic, case: &Case) -> Result<(), String> {
         other => return Err(format!("unknown expectation `{other}`")),
     };
     let message = decision.message(&request);
-    if decision.kind != want {
+    if decision.kind() != want {
         return Err(format!(
             "expected {expect}, got {} ({message}); matched {:?}; near misses {:?}",
-            decision.kind.as_str(),
+            decision.kind().as_str(),
             explained
                 .matched_statements
                 .iter()

@@ -24,6 +24,9 @@
 //! machines do not have; these run on stable with the rest of the suite.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+#[path = "common/oracle.rs"]
+mod oracle;
+
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::future::Future;
 use std::path::Path;
@@ -919,7 +922,7 @@ fn check_json_text(text: &str) -> Result<(), TestCaseError> {
 }
 
 /// Principals, actions and resources to decide on a store that loaded.
-fn requests_for(store: &iamd::store::Store) -> Vec<(String, String, String)> {
+fn requests_for(store: &iamd::model::Store) -> Vec<(String, String, String)> {
     let mut principals: Vec<String> = vec![
         "*".into(),
         "111122223333".into(),
@@ -977,9 +980,9 @@ fn context_for_decisions() -> Vec<ContextEntry> {
 
 /// An accepted store compiles, and every decision agrees with the
 /// exhaustive explainer.
-fn decide_everything(store: iamd::store::Store) -> Result<(), TestCaseError> {
+fn decide_everything(store: iamd::model::Store) -> Result<(), TestCaseError> {
     let requests = requests_for(&store);
-    let snap = Snapshot::compile_owned(store);
+    let snap = Snapshot::compile_owned(store).unwrap();
     let ctx = context_for_decisions();
     for (p, a, r) in &requests {
         let Ok(req) = Request::new(p, a, r, &ctx, fixed_now()) else {
@@ -988,6 +991,14 @@ fn decide_everything(store: iamd::store::Store) -> Result<(), TestCaseError> {
         let fast = engine::decide(&snap, &req);
         let slow = engine::explain(&snap, &req);
         prop_assert_eq!(fast, slow.decision, "{} {} {}", p, a, r);
+        prop_assert_eq!(
+            fast,
+            oracle::decide_by_scan(&snap, &req),
+            "{} {} {}",
+            p,
+            a,
+            r
+        );
         let _ = fast.message(&req);
     }
     Ok(())
@@ -1256,7 +1267,7 @@ fn arb_resource() -> impl Strategy<Value = String> {
 /// The example store, compiled once, for deciding arbitrary requests.
 static EXAMPLE: LazyLock<Snapshot> = LazyLock::new(|| {
     let loaded = iamd::store::load(&root().join("examples/store")).unwrap();
-    Snapshot::compile_owned(loaded.store)
+    Snapshot::compile_owned(loaded.store).unwrap()
 });
 
 fn check_request(

@@ -71,7 +71,10 @@ fn a_hostile_file_is_rejected_within_its_budget_and_its_memory_given_back() {
 
     assert_eq!(codes.len(), 1, "{codes:?}");
     let (code, file, path) = &codes[0];
-    assert_eq!((*code, file.as_str()), ("FILE_TOO_COMPLEX", "zeros.json"));
+    assert_eq!(
+        (*code, file.as_str()),
+        (iamd::finding::IssueCode::FileTooComplex, "zeros.json")
+    );
     // It names where reading stopped: an item of the array.
     assert!(path.starts_with('['), "{path}");
     // All of it took some small multiple of the file (the densest JSON

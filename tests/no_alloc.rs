@@ -29,7 +29,7 @@ static GLOBAL: Counting = Counting;
 #[test]
 fn decide_does_not_allocate() {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/store");
-    let snap = Snapshot::compile(&iamd::store::load(&dir).unwrap().store);
+    let snap = Snapshot::compile(&iamd::store::load(&dir).unwrap().store).unwrap();
     let now = jiff::Timestamp::from_second(1_780_000_000).unwrap();
     let f = "arn:aws:lambda:us-east-1:111122223333:function";
     let hello = format!("{f}:HelloWorld");
@@ -108,11 +108,11 @@ fn decide_does_not_allocate() {
     for (p, a, r, c, want) in cases {
         let req = Request::new(p, a, r, c, now).unwrap();
         // Warm any lazily initialised statics before counting.
-        assert_eq!(engine::decide(&snap, &req).kind, want, "{p} {a} {r}");
+        assert_eq!(engine::decide(&snap, &req).kind(), want, "{p} {a} {r}");
         let before = ALLOCATIONS.load(Ordering::SeqCst);
         let d = engine::decide(&snap, &req);
         let after = ALLOCATIONS.load(Ordering::SeqCst);
-        assert_eq!(d.kind, want);
+        assert_eq!(d.kind(), want);
         assert_eq!(
             after - before,
             0,

@@ -27,7 +27,7 @@ fn snapshot() -> Snapshot {
         "GroupDetailList": [], "RoleDetailList": [], "Policies": []
     });
     std::fs::write(dir.path().join("details.json"), details.to_string()).unwrap();
-    Snapshot::compile_owned(iamd::store::load(dir.path()).unwrap().store)
+    Snapshot::compile_owned(iamd::store::load(dir.path()).unwrap().store).unwrap()
 }
 
 fn decide(
@@ -48,9 +48,9 @@ fn decide(
     )
     .unwrap()
     .with_unknown_keys(&unknown);
-    let decision = engine::decide(snap, &req).kind;
+    let decision = engine::decide(snap, &req).kind();
     // The exhaustive evaluator behind explanations agrees.
-    assert_eq!(engine::explain(snap, &req).decision.kind, decision);
+    assert_eq!(engine::explain(snap, &req).decision.kind(), decision);
     decision
 }
 

@@ -1,21 +1,25 @@
 //! The IAM evaluation logic: which policies apply, and how their verdicts combine.
 //!
-//! [`decide`] visits only the statements the index says can match and stops
-//! at the first explicit deny. [`explain`] evaluates every statement of every
-//! applicable policy, found by plain scans with no index, and records why
-//! each statement did or did not apply; both share the statement test and
-//! the decision rule ([`combine`]), so the index is the only difference
-//! between them.
+//! Both [`decide`] and [`explain`] find the applicable policies with the
+//! snapshot's hash lookups ([`Applicable`]). `decide` then visits only the
+//! statements the index says can match and stops at the first explicit
+//! deny; `explain` evaluates every statement of those policies and records
+//! why each did or did not apply. They share the statement test and the
+//! decision rule ([`combine`]), so the statement index is the only
+//! difference between them.
 
 use super::context::EvalContext;
 use super::explain::{Explanation, Miss, Recorder};
 use super::principal::Caller;
 use super::request::{Principal, Request};
-use super::snapshot::{ActionId, CompiledStatement, PolicyType, Snapshot, StatementIndex, StmtId};
+use super::snapshot::{
+    ActionId, CompiledStatement, Entity, PolicyType, ResourceEntry, ResourcePolicyKind, Snapshot,
+    StatementIndex, StmtId,
+};
 use crate::policy::condition::IfUnknown;
 use crate::policy::{Effect, PrincipalMatch};
 
-/// The three outcomes of an IAM evaluation.
+/// The three outcomes of an IAM evaluation, without the policy that decided.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum DecisionKind {
     Allow,
@@ -23,14 +27,54 @@ pub enum DecisionKind {
     ImplicitDeny,
 }
 
+/// Every spelling of a [`DecisionKind`] iamd writes, side by side so they
+/// cannot drift apart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DecisionNames {
+    /// `iamd check`: `Allow`, `ExplicitDeny`, `ImplicitDeny`.
+    pub cli: &'static str,
+    /// The IAM policy simulator's `EvalDecision` (explanations).
+    pub simulator: &'static str,
+    /// The `decision` label of iamd's metrics.
+    pub metric: &'static str,
+    /// The gRPC enum's name, also Envoy's dynamic metadata.
+    pub wire: &'static str,
+}
+
 impl DecisionKind {
-    /// The name used in `iamd check --json`: `Allow`, `ExplicitDeny`, `ImplicitDeny`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            DecisionKind::Allow => "Allow",
-            DecisionKind::ExplicitDeny => "ExplicitDeny",
-            DecisionKind::ImplicitDeny => "ImplicitDeny",
+    pub const ALL: [DecisionKind; 3] = [
+        DecisionKind::Allow,
+        DecisionKind::ExplicitDeny,
+        DecisionKind::ImplicitDeny,
+    ];
+
+    pub const fn names(self) -> DecisionNames {
+        let (cli, simulator, metric, wire) = match self {
+            DecisionKind::Allow => ("Allow", "allowed", "allow", "ALLOW"),
+            DecisionKind::ExplicitDeny => (
+                "ExplicitDeny",
+                "explicitDeny",
+                "explicit_deny",
+                "EXPLICIT_DENY",
+            ),
+            DecisionKind::ImplicitDeny => (
+                "ImplicitDeny",
+                "implicitDeny",
+                "implicit_deny",
+                "IMPLICIT_DENY",
+            ),
+        };
+        DecisionNames {
+            cli,
+            simulator,
+            metric,
+            wire,
         }
+    }
+
+    /// The name used in `iamd check --json`: `Allow`, `ExplicitDeny`, `ImplicitDeny`.
+    pub const fn as_str(self) -> &'static str {
+        self.names().cli
     }
 }
 
@@ -64,36 +108,35 @@ impl DenySource {
     }
 }
 
-/// A decision and the policy type that decided it.
+/// A decision; a deny names the policy type that decided it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct Decision {
-    pub kind: DecisionKind,
-    /// For a deny: the policy type named in the message.
-    pub source: Option<DenySource>,
+pub enum Decision {
+    Allow,
+    /// A statement with `"Effect": "Deny"` applied.
+    ExplicitDeny(DenySource),
+    /// No statement allowed where an Allow was needed.
+    ImplicitDeny(DenySource),
 }
 
 impl Decision {
-    pub const ALLOW: Decision = Decision {
-        kind: DecisionKind::Allow,
-        source: None,
-    };
-
-    fn explicit(source: DenySource) -> Self {
-        Decision {
-            kind: DecisionKind::ExplicitDeny,
-            source: Some(source),
+    pub fn kind(self) -> DecisionKind {
+        match self {
+            Decision::Allow => DecisionKind::Allow,
+            Decision::ExplicitDeny(_) => DecisionKind::ExplicitDeny,
+            Decision::ImplicitDeny(_) => DecisionKind::ImplicitDeny,
         }
     }
 
-    fn implicit(source: DenySource) -> Self {
-        Decision {
-            kind: DecisionKind::ImplicitDeny,
-            source: Some(source),
-        }
+    pub fn is_allowed(self) -> bool {
+        self == Decision::Allow
     }
 
-    pub fn is_allowed(&self) -> bool {
-        self.kind == DecisionKind::Allow
+    /// For a deny: the policy type named in the message.
+    pub fn deny_source(self) -> Option<DenySource> {
+        match self {
+            Decision::Allow => None,
+            Decision::ExplicitDeny(source) | Decision::ImplicitDeny(source) => Some(source),
+        }
     }
 
     /// The AWS-style AccessDenied message; empty for an allow.
@@ -102,22 +145,23 @@ impl Decision {
             Principal::Anonymous => "anonymous",
             _ => request.principal_text,
         };
-        let Some(source) = self.source else {
-            return String::new();
+        let head = || {
+            format!(
+                "User: {who} is not authorized to perform: {} on resource: {}",
+                request.action, request.resource
+            )
         };
-        let head = format!(
-            "User: {who} is not authorized to perform: {} on resource: {}",
-            request.action, request.resource
-        );
-        match self.kind {
-            DecisionKind::Allow => String::new(),
-            DecisionKind::ExplicitDeny => format!(
-                "{head} with an explicit deny in {} {}",
+        match *self {
+            Decision::Allow => String::new(),
+            Decision::ExplicitDeny(source) => format!(
+                "{} with an explicit deny in {} {}",
+                head(),
                 source.article(),
                 source.phrase()
             ),
-            DecisionKind::ImplicitDeny => format!(
-                "{head} because no {} allows the {} action",
+            Decision::ImplicitDeny(source) => format!(
+                "{} because no {} allows the {} action",
+                head(),
                 source.phrase(),
                 request.action
             ),
@@ -125,92 +169,224 @@ impl Decision {
     }
 }
 
-/// What one policy slot (SCPs, resource, identity, boundary) said.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub(crate) struct SlotVerdict {
-    pub deny: bool,
-    /// The strongest way an allowing statement named the caller.
-    pub allow: Option<PrincipalMatch>,
+/// What the statements of one policy slot (SCPs, resource, identity,
+/// boundary) said together.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum SlotVerdict {
+    /// No statement applied with `Allow` (nor with `Deny`).
+    NoAllow,
+    /// Some `Allow` applied; the strongest way one named the caller.
+    Allow(PrincipalMatch),
+    /// Some `Deny` applied.
+    Deny,
 }
 
 impl SlotVerdict {
-    fn allows(&self) -> bool {
-        self.allow.is_some()
+    /// The verdict after one more applying statement.
+    fn with(self, effect: Effect, named: PrincipalMatch) -> SlotVerdict {
+        match (self, effect) {
+            (SlotVerdict::Deny, _) | (_, Effect::Deny) => SlotVerdict::Deny,
+            (SlotVerdict::Allow(had), Effect::Allow) => SlotVerdict::Allow(had.max(named)),
+            (SlotVerdict::NoAllow, Effect::Allow) => SlotVerdict::Allow(named),
+        }
+    }
+
+    fn allows(self) -> bool {
+        matches!(self, SlotVerdict::Allow(_))
+    }
+}
+
+/// The resource side of a request: the resource-based policy of a Lambda
+/// resource, or the trust policy of the role being assumed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ResourceSide {
+    /// The resource has no policy (or it was not evaluated).
+    Absent,
+    /// A function's (alias's, version's, layer's) resource-based policy.
+    FunctionPolicy(SlotVerdict),
+    /// A role trust policy: it must allow, even within one account.
+    RoleTrust(SlotVerdict),
+}
+
+impl ResourceSide {
+    pub(crate) fn verdict(self) -> Option<SlotVerdict> {
+        match self {
+            ResourceSide::Absent => None,
+            ResourceSide::FunctionPolicy(v) | ResourceSide::RoleTrust(v) => Some(v),
+        }
     }
 }
 
 /// The verdicts of every applicable slot; `None` where a slot does not apply.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Verdicts {
     pub scp: Option<SlotVerdict>,
-    pub resource: Option<SlotVerdict>,
-    /// The resource side is a role trust policy (must allow, even in one account).
-    pub resource_is_trust: bool,
+    pub resource: ResourceSide,
     pub identity: Option<SlotVerdict>,
     pub boundary: Option<SlotVerdict>,
 }
 
-/// The decision rule, in one place (IAM User Guide, policy evaluation logic):
-/// an explicit deny anywhere wins; SCPs must allow an IAM identity; within
-/// one account a resource policy that names the caller is enough on its own,
-/// one that names a role is bounded by the boundary, one that names only the
-/// account needs an identity allow; across accounts both sides must allow.
+impl Default for Verdicts {
+    fn default() -> Self {
+        Verdicts {
+            scp: None,
+            resource: ResourceSide::Absent,
+            identity: None,
+            boundary: None,
+        }
+    }
+}
+
+/// The caller's identity side, as the decision rule sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum IdentitySide {
+    /// Services, web identities and anonymous callers: no IAM account, so
+    /// only resource-based policies apply.
+    NotIam,
+    /// An account's root user: every identity-side permission in its own account.
+    Root,
+    /// An IAM user or role (or a role's session).
+    Iam {
+        /// Some identity-based policy allows.
+        allows: bool,
+        /// No permissions boundary, or the boundary allows.
+        within_boundary: bool,
+    },
+}
+
+/// Whether the resource lives in the caller's account.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Place {
+    SameAccount,
+    OtherAccount,
+}
+
+/// The decision rule, in one exhaustive match. Pages of the IAM User Guide
+/// (https://docs.aws.amazon.com/IAM/latest/UserGuide/…) named in the arms:
+/// [DENYALLOW] reference_policies_evaluation-logic_policy-eval-denyallow.html,
+/// [XACCT] reference_policies_evaluation-logic-cross-account.html,
+/// [PB] access_policies_boundaries.html, [PRIN] reference_policies_elements_principal.html.
+/// The
+/// arms read top to bottom like the guide's flow chart: an explicit deny in
+/// any policy wins; SCPs must allow an IAM caller; callers outside IAM are
+/// decided by the resource policy alone; a role trust policy must allow;
+/// within one account a resource policy that names the caller stands alone,
+/// one that names the caller's role is bounded by the boundary, one that
+/// names only the account needs an identity Allow; across accounts both
+/// sides must allow.
 pub(crate) fn combine(
     caller: &Principal<'_>,
     resource_account: Option<&str>,
     v: &Verdicts,
 ) -> Decision {
-    let resource_source = if v.resource_is_trust {
-        DenySource::RoleTrustPolicy
-    } else {
-        DenySource::ResourceBasedPolicy
-    };
-    let denied = |s: Option<SlotVerdict>| s.is_some_and(|s| s.deny);
-    if denied(v.scp) {
-        return Decision::explicit(DenySource::ServiceControlPolicy);
-    }
-    if denied(v.resource) {
-        return Decision::explicit(resource_source);
-    }
-    if denied(v.identity) {
-        return Decision::explicit(DenySource::IdentityBasedPolicy);
-    }
-    if denied(v.boundary) {
-        return Decision::explicit(DenySource::PermissionsBoundary);
-    }
+    use DenySource::*;
+    use IdentitySide::{Iam, NotIam, Root};
+    use Place::{OtherAccount, SameAccount};
+    use PrincipalMatch::{Direct, Role};
+    use ResourceSide::{Absent, FunctionPolicy, RoleTrust};
+    use SlotVerdict::{Allow as Grants, Deny, NoAllow};
 
-    let resource_allow = v.resource.and_then(|r| r.allow);
-    let Some(account) = caller.account() else {
-        // Services, web identities and anonymous callers: only resource policies apply.
-        return match resource_allow {
-            Some(_) => Decision::ALLOW,
-            None => Decision::implicit(resource_source),
-        };
+    let identity = match caller {
+        _ if caller.account().is_none() => NotIam,
+        Principal::Root { .. } => Root,
+        _ => Iam {
+            allows: v.identity.is_some_and(SlotVerdict::allows),
+            within_boundary: v.boundary.is_none_or(SlotVerdict::allows),
+        },
     };
-    if v.scp.is_some_and(|s| !s.allows()) {
-        return Decision::implicit(DenySource::ServiceControlPolicy);
-    }
-    let boundary_ok = v.boundary.is_none_or(|b| b.allows());
-    let is_root = matches!(caller, Principal::Root { .. });
-    // The root user has every identity-side permission in its own account.
-    let identity_ok = is_root || (v.identity.is_some_and(|i| i.allows()) && boundary_ok);
-    let identity_denial = if v.identity.is_some_and(|i| i.allows()) {
-        DenySource::PermissionsBoundary
-    } else {
-        DenySource::IdentityBasedPolicy
+    let place = match (caller.account(), resource_account) {
+        (Some(mine), Some(theirs)) if mine != theirs => OtherAccount,
+        _ => SameAccount,
     };
-    let same_account = resource_account.is_none_or(|r| r == account);
 
-    match (same_account, resource_allow, v.resource_is_trust) {
-        (_, None, true) => Decision::implicit(DenySource::RoleTrustPolicy),
-        (true, _, _) if is_root && !v.resource_is_trust => Decision::ALLOW,
-        (true, Some(PrincipalMatch::Direct), _) => Decision::ALLOW,
-        (true, Some(PrincipalMatch::Role), _) if boundary_ok => Decision::ALLOW,
-        (true, _, _) if identity_ok => Decision::ALLOW,
-        (true, _, _) => Decision::implicit(identity_denial),
-        (false, _, _) if !identity_ok => Decision::implicit(identity_denial),
-        (false, Some(_), _) => Decision::ALLOW,
-        (false, None, _) => Decision::implicit(resource_source),
+    match (v.scp, v.resource, v.identity, v.boundary, identity, place) {
+        // 1. An explicit deny anywhere wins; the first slot evaluated names it [DENYALLOW].
+        (Some(Deny), ..) => Decision::ExplicitDeny(ServiceControlPolicy),
+        (_, FunctionPolicy(Deny), ..) => Decision::ExplicitDeny(ResourceBasedPolicy),
+        (_, RoleTrust(Deny), ..) => Decision::ExplicitDeny(RoleTrustPolicy),
+        (_, _, Some(Deny), ..) => Decision::ExplicitDeny(IdentityBasedPolicy),
+        (_, _, _, Some(Deny), ..) => Decision::ExplicitDeny(PermissionsBoundary),
+
+        // 2. Outside IAM accounts (services, web identities, anonymous) only
+        // the resource-based policy can allow [PRIN].
+        (_, FunctionPolicy(Grants(_)) | RoleTrust(Grants(_)), _, _, NotIam, _) => Decision::Allow,
+        (_, Absent | FunctionPolicy(NoAllow), _, _, NotIam, _) => {
+            Decision::ImplicitDeny(ResourceBasedPolicy)
+        }
+        (_, RoleTrust(NoAllow), _, _, NotIam, _) => Decision::ImplicitDeny(RoleTrustPolicy),
+
+        // 3. The SCPs of the caller's account must allow [DENYALLOW].
+        (Some(NoAllow), _, _, _, Root | Iam { .. }, _) => {
+            Decision::ImplicitDeny(ServiceControlPolicy)
+        }
+
+        // 4. A role trust policy must allow, even within one account [DENYALLOW].
+        (_, RoleTrust(NoAllow), _, _, Root | Iam { .. }, _) => {
+            Decision::ImplicitDeny(RoleTrustPolicy)
+        }
+
+        // 5. Within one account either side may allow: a resource policy naming
+        // the caller stands alone, one naming its role is bounded by the
+        // boundary [PB], the root user has every identity permission, and
+        // otherwise an identity Allow within the boundary [DENYALLOW].
+        (_, _, _, _, Root, SameAccount) => Decision::Allow,
+        (
+            _,
+            FunctionPolicy(Grants(Direct)) | RoleTrust(Grants(Direct)),
+            _,
+            _,
+            Iam { .. },
+            SameAccount,
+        ) => Decision::Allow,
+        (
+            _,
+            FunctionPolicy(Grants(Role)) | RoleTrust(Grants(Role)),
+            _,
+            _,
+            Iam {
+                within_boundary: true,
+                ..
+            },
+            SameAccount,
+        ) => Decision::Allow,
+        (
+            _,
+            _,
+            _,
+            _,
+            Iam {
+                allows: true,
+                within_boundary: true,
+            },
+            SameAccount,
+        ) => Decision::Allow,
+
+        // 6. Otherwise the caller's own policies must allow (the rest of one
+        // account's cases, and every cross-account one) ... [XACCT]
+        (_, _, _, _, Iam { allows: false, .. }, _) => Decision::ImplicitDeny(IdentityBasedPolicy),
+        (
+            _,
+            _,
+            _,
+            _,
+            Iam {
+                allows: true,
+                within_boundary: false,
+            },
+            _,
+        ) => Decision::ImplicitDeny(PermissionsBoundary),
+        // ... and across accounts so must the resource's [XACCT].
+        (
+            _,
+            FunctionPolicy(Grants(_)) | RoleTrust(Grants(_)),
+            _,
+            _,
+            Root | Iam { .. },
+            OtherAccount,
+        ) => Decision::Allow,
+        (_, Absent | FunctionPolicy(NoAllow), _, _, Root | Iam { .. }, OtherAccount) => {
+            Decision::ImplicitDeny(ResourceBasedPolicy)
+        }
     }
 }
 
@@ -242,13 +418,6 @@ pub(crate) fn test_statement(
     Ok(named)
 }
 
-fn fold(verdict: &mut SlotVerdict, effect: Effect, named: PrincipalMatch) {
-    match effect {
-        Effect::Deny => verdict.deny = true,
-        Effect::Allow => verdict.allow = verdict.allow.max(Some(named)),
-    }
-}
-
 /// Indexed evaluation of one slot; stops at the first deny.
 fn eval_indexed(
     snap: &Snapshot,
@@ -256,17 +425,19 @@ fn eval_indexed(
     action: Option<ActionId>,
     cx: &EvalContext<'_>,
 ) -> SlotVerdict {
-    let mut v = SlotVerdict::default();
+    let mut v = SlotVerdict::NoAllow;
     for (known, id) in index.candidates(action) {
+        // INVARIANT: an index holds only ids of its own snapshot's arena;
+        // were one missing, the statement could be a Deny, so deny.
         let Some(stmt) = snap.statement(id) else {
-            continue;
+            return SlotVerdict::Deny;
         };
-        if stmt.effect == Effect::Allow && v.allow == Some(PrincipalMatch::Direct) {
+        if stmt.effect == Effect::Allow && v == SlotVerdict::Allow(PrincipalMatch::Direct) {
             continue; // cannot improve on it; only a deny matters now
         }
         if let Ok(named) = test_statement(stmt, known, cx) {
-            fold(&mut v, stmt.effect, named);
-            if v.deny {
+            v = v.with(stmt.effect, named);
+            if v == SlotVerdict::Deny {
                 break;
             }
         }
@@ -274,48 +445,96 @@ fn eval_indexed(
     v
 }
 
-/// Resolves the caller to its user or role in the store.
-pub(crate) fn caller<'s>(snap: &'s Snapshot, request: &Request<'s>) -> Caller<'s> {
-    let entity = match request.principal {
-        Principal::User { arn, account, name } => {
-            snap.user(account, name).filter(|e| &*e.arn == arn)
+/// The policies that apply to a request: the caller's user or role, the
+/// SCPs of the caller's account and the resource's policy, found by the
+/// snapshot's hash lookups.
+#[derive(Debug, Clone, Copy)]
+pub struct Applicable<'s> {
+    pub(crate) caller: Caller<'s>,
+    pub(crate) scps: Option<&'s StatementIndex>,
+    pub(crate) resource: Option<&'s ResourceEntry>,
+}
+
+impl<'s> Applicable<'s> {
+    /// Looks the request's policies up in the snapshot.
+    pub fn find(snap: &'s Snapshot, request: &Request<'s>) -> Self {
+        let entity = match request.principal {
+            Principal::User { arn, account, name } => {
+                snap.user(account, name).filter(|e| &*e.arn == arn)
+            }
+            Principal::Role { arn, account, name } => {
+                snap.role(account, name).filter(|e| &*e.arn == arn)
+            }
+            Principal::AssumedRole { account, role, .. } => snap.role(account, role),
+            _ => None,
+        };
+        Applicable {
+            caller: Caller {
+                principal: request.principal,
+                entity,
+            },
+            scps: request.principal.account().and_then(|a| snap.scps_for(a)),
+            resource: snap.resource(request.resource),
         }
-        Principal::Role { arn, account, name } => {
-            snap.role(account, name).filter(|e| &*e.arn == arn)
+    }
+
+    /// The same policies, given by whoever found them (the model-based test
+    /// finds them by scanning the snapshot).
+    pub fn given(
+        request: &Request<'s>,
+        entity: Option<&'s Entity>,
+        scps: Option<&'s StatementIndex>,
+        resource: Option<&'s ResourceEntry>,
+    ) -> Self {
+        Applicable {
+            caller: Caller {
+                principal: request.principal,
+                entity,
+            },
+            scps,
+            resource,
         }
-        Principal::AssumedRole { account, role, .. } => snap.role(account, role),
-        _ => None,
-    };
-    Caller {
-        principal: request.principal,
-        entity,
+    }
+
+    /// The slots to evaluate, in the order their denies are named.
+    fn slots(&self) -> [(Slot, Option<&'s StatementIndex>); 4] {
+        let entity = self.caller.entity;
+        [
+            (Slot::Scp, self.scps),
+            (Slot::Resource, self.resource.map(|r| &r.index)),
+            (Slot::Identity, entity.map(|e| &e.permissions)),
+            (Slot::Boundary, entity.and_then(|e| e.boundary.as_ref())),
+        ]
+    }
+
+    /// Records a slot's verdict.
+    fn record(&self, v: &mut Verdicts, slot: Slot, verdict: SlotVerdict) {
+        match slot {
+            Slot::Scp => v.scp = Some(verdict),
+            Slot::Resource => {
+                v.resource = match self.resource.map(|r| r.kind) {
+                    None => ResourceSide::Absent,
+                    Some(ResourcePolicyKind::Function) => ResourceSide::FunctionPolicy(verdict),
+                    Some(ResourcePolicyKind::RoleTrust) => ResourceSide::RoleTrust(verdict),
+                }
+            }
+            Slot::Identity => v.identity = Some(verdict),
+            Slot::Boundary => v.boundary = Some(verdict),
+        }
     }
 }
 
 /// Decides a request. Pure, lock-free, and allocation-free unless a policy variable needs a value.
 pub fn decide(snap: &Snapshot, request: &Request<'_>) -> Decision {
-    let caller = caller(snap, request);
-    let cx = EvalContext::new(request, caller);
+    let applicable = Applicable::find(snap, request);
+    let cx = EvalContext::new(request, applicable.caller);
     let action = snap.action_id(request.action_lower());
     let mut v = Verdicts::default();
-
-    let scp_index = request.principal.account().and_then(|a| snap.scps_for(a));
-    let resource = snap.resource(request.resource);
-    let slots = [
-        (Slot::Scp, scp_index),
-        (Slot::Resource, resource.map(|r| &r.index)),
-        (Slot::Identity, caller.entity.map(|e| &e.permissions)),
-        (
-            Slot::Boundary,
-            caller.entity.and_then(|e| e.boundary.as_ref()),
-        ),
-    ];
-    v.resource_is_trust = resource.is_some_and(|r| r.requires_allow);
-    for (slot, index) in slots {
+    for (slot, index) in applicable.slots() {
         let Some(index) = index else { continue };
         let verdict = eval_indexed(snap, index, action, &cx);
-        *slot.of(&mut v) = Some(verdict);
-        if verdict.deny {
+        applicable.record(&mut v, slot, verdict);
+        if verdict == SlotVerdict::Deny {
             break;
         }
     }
@@ -330,66 +549,48 @@ pub(crate) enum Slot {
     Boundary,
 }
 
-impl Slot {
-    fn of(self, v: &mut Verdicts) -> &mut Option<SlotVerdict> {
-        match self {
-            Slot::Scp => &mut v.scp,
-            Slot::Resource => &mut v.resource,
-            Slot::Identity => &mut v.identity,
-            Slot::Boundary => &mut v.boundary,
-        }
-    }
+/// Evaluates every statement of every applicable policy, bypassing the
+/// statement index, and says why the decision came out as it did. The
+/// policies are found as [`decide`] finds them.
+pub fn explain(snap: &Snapshot, request: &Request<'_>) -> Explanation {
+    explain_with(snap, request, Applicable::find(snap, request))
 }
 
-/// Evaluates every statement of every applicable policy, found without the
-/// index, and says why the decision came out as it did.
-pub fn explain(snap: &Snapshot, request: &Request<'_>) -> Explanation {
-    let caller = caller(snap, request);
-    let cx = EvalContext::new(request, caller);
+/// [`explain`] over policies found by the caller.
+pub fn explain_with<'s>(
+    snap: &'s Snapshot,
+    request: &Request<'s>,
+    applicable: Applicable<'s>,
+) -> Explanation {
+    let cx = EvalContext::new(request, applicable.caller);
     let mut rec = Recorder::new(snap, &cx);
     let mut v = Verdicts::default();
-
-    // Applicable policies, by plain scans.
-    let scp = request
-        .principal
-        .account()
-        .and_then(|a| snap.scps.iter().find(|(acct, _)| &**acct == a))
-        .map(|(_, idx)| idx);
-    let resource = snap.resources.iter().find(|r| &*r.arn == request.resource);
-    let entity = caller.entity.and_then(|e| {
-        snap.entities
-            .iter()
-            .find(|x| x.kind == e.kind && x.account == e.account && x.name == e.name)
-    });
-    v.resource_is_trust = resource.is_some_and(|r| r.requires_allow);
-    let slots = [
-        (Slot::Scp, scp),
-        (Slot::Resource, resource.map(|r| &r.index)),
-        (Slot::Identity, entity.map(|e| &e.permissions)),
-        (Slot::Boundary, entity.and_then(|e| e.boundary.as_ref())),
-    ];
-    for (slot, index) in slots {
+    for (slot, index) in applicable.slots() {
         let Some(index) = index else { continue };
-        let mut verdict = SlotVerdict::default();
+        let mut verdict = SlotVerdict::NoAllow;
         for &pid in index.policies.iter() {
+            // INVARIANT: indexes name only policies and statements of their
+            // own snapshot; a missing one is treated as a Deny (fail closed).
             let Some(policy) = snap.policy(pid) else {
+                verdict = SlotVerdict::Deny;
                 continue;
             };
             for id in policy.statements.clone() {
                 let Some(stmt) = snap.statement(id) else {
+                    verdict = SlotVerdict::Deny;
                     continue;
                 };
                 let outcome = test_statement(stmt, false, &cx);
                 rec.statement(slot, id as StmtId, stmt, &outcome);
                 if let Ok(named) = outcome {
-                    fold(&mut verdict, stmt.effect, named);
+                    verdict = verdict.with(stmt.effect, named);
                 }
             }
         }
-        *slot.of(&mut v) = Some(verdict);
+        applicable.record(&mut v, slot, verdict);
     }
     let decision = combine(&request.principal, request.resource_account(), &v);
-    rec.finish(decision, &v, request)
+    rec.finish(decision, &v)
 }
 
 /// The type a statement's policy has in the slot it was evaluated in.

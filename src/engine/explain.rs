@@ -7,7 +7,6 @@ use serde::Serialize;
 
 use super::context::EvalContext;
 use super::decide::{policy_type_in, Decision, Slot, SlotVerdict, Verdicts};
-use super::request::Request;
 use super::snapshot::{CompiledStatement, PolicyType, Snapshot, StmtId};
 use crate::policy::condition::ClauseFailure;
 use crate::policy::{ConditionContext, Effect, PrincipalMatch};
@@ -27,10 +26,10 @@ pub enum Miss {
 pub struct StatementRef {
     /// The policy's id: managed policy ARN, resource ARN, SCP name, or `OWNER/inline/NAME`.
     pub source_policy_id: String,
-    pub policy_type: &'static str,
+    pub policy_type: PolicyType,
     pub sid: Option<String>,
     pub statement_index: u32,
-    pub effect: &'static str,
+    pub effect: Effect,
     /// `file:line:column` where the statement is written.
     pub location: String,
 }
@@ -57,10 +56,10 @@ pub enum TypeDecision {
 
 impl From<SlotVerdict> for TypeDecision {
     fn from(v: SlotVerdict) -> Self {
-        match (v.deny, v.allow) {
-            (true, _) => TypeDecision::ExplicitDeny,
-            (false, Some(_)) => TypeDecision::Allowed,
-            (false, None) => TypeDecision::ImplicitDeny,
+        match v {
+            SlotVerdict::Deny => TypeDecision::ExplicitDeny,
+            SlotVerdict::Allow(_) => TypeDecision::Allowed,
+            SlotVerdict::NoAllow => TypeDecision::ImplicitDeny,
         }
     }
 }
@@ -120,13 +119,10 @@ impl<'a> Recorder<'a> {
         let own = policy.map_or(PolicyType::Managed, |p| p.policy_type);
         StatementRef {
             source_policy_id: policy.map(|p| p.name.to_string()).unwrap_or_default(),
-            policy_type: policy_type_in(slot, own).as_str(),
+            policy_type: policy_type_in(slot, own),
             sid: stmt.sid.as_deref().map(str::to_owned),
             statement_index: stmt.index,
-            effect: match stmt.effect {
-                Effect::Allow => "Allow",
-                Effect::Deny => "Deny",
-            },
+            effect: stmt.effect,
             location: format!(
                 "{}:{}:{}",
                 stmt.location.file, stmt.location.line, stmt.location.column
@@ -175,13 +171,8 @@ impl<'a> Recorder<'a> {
         }
     }
 
-    pub fn finish(
-        mut self,
-        decision: Decision,
-        v: &Verdicts,
-        request: &Request<'_>,
-    ) -> Explanation {
-        let near_misses = if decision.kind == super::DecisionKind::ImplicitDeny {
+    pub fn finish(mut self, decision: Decision, v: &Verdicts) -> Explanation {
+        let near_misses = if let Decision::ImplicitDeny(_) = decision {
             self.near.sort_by_key(|(rank, _)| *rank);
             self.near
                 .into_iter()
@@ -191,19 +182,14 @@ impl<'a> Recorder<'a> {
         } else {
             Vec::new()
         };
-        let _ = request;
         Explanation {
             decision,
-            eval_decision: match decision.kind {
-                super::DecisionKind::Allow => "allowed",
-                super::DecisionKind::ExplicitDeny => "explicitDeny",
-                super::DecisionKind::ImplicitDeny => "implicitDeny",
-            },
+            eval_decision: decision.kind().names().simulator,
             matched_statements: self.matched,
             missing_context_values: self.missing,
             decision_details: DecisionDetails {
                 organizations: v.scp.map(Into::into),
-                resource_based: v.resource.map(Into::into),
+                resource_based: v.resource.verdict().map(Into::into),
                 identity_based: v.identity.map(Into::into),
                 permissions_boundary: v.boundary.map(Into::into),
             },

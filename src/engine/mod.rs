@@ -11,7 +11,12 @@ mod principal;
 mod request;
 mod snapshot;
 
-pub use decide::{decide, explain, Decision, DecisionKind, DenySource};
+pub use decide::{
+    decide, explain, explain_with, Applicable, Decision, DecisionKind, DecisionNames, DenySource,
+};
 pub use explain::{DecisionDetails, Explanation, NearMiss, StatementRef, TypeDecision};
 pub use request::{ContextEntry, Principal, Request, RequestError, MAX_ACTION_LEN, MAX_ARN_LEN};
-pub use snapshot::{PolicyType, Snapshot, Stats};
+pub use snapshot::{
+    CompileError, Entity, EntityKind, IdSpace, PolicyType, ResourceEntry, ResourcePolicyKind,
+    Snapshot, StatementIndex, Stats,
+};

@@ -139,6 +139,11 @@ fn compile_list(list: &PrincipalList) -> Vec<Entry> {
     out.extend(list.unique_ids.iter().map(|a| Entry::UniqueId(a.clone())));
     out.extend(list.services.iter().map(|a| Entry::Named(a.clone())));
     out.extend(list.federated.iter().map(|a| Entry::Named(a.clone())));
+    // INVARIANT: the parser files under `arns` only ARNs that parse, of an
+    // IAM user or role, an assumed-role session or a federated user, in a
+    // 12-digit account. One without a name part (`...:user`,
+    // `...:assumed-role/R`) can name no caller, so it is compiled to
+    // nothing: matching nobody is what it means, for Allow and Deny alike.
     for text in &list.arns {
         let Ok(arn) = Arn::parse(text) else { continue };
         let account: Box<str> = arn.account.into();

@@ -7,13 +7,15 @@
 //! statements that can match; resource policies and role trust policies are
 //! keyed by their exact resource ARN; SCPs are grouped per target account.
 
+use std::collections::hash_map::Entry;
+
 use rustc_hash::FxHashMap;
 
 use super::principal::PrincipalMatcher;
 use crate::catalog;
 pub use crate::finding::StatementLocation;
+use crate::model::{NamedPolicy, ResourcePolicy, Store};
 use crate::policy::{ActionElement, Condition, Effect, Policy, ResourceElement};
-use crate::store::{NamedPolicy, Store};
 
 pub type StmtId = u32;
 pub type PolicyId = u32;
@@ -40,8 +42,20 @@ pub enum PolicyType {
     Scp,
 }
 
+impl std::fmt::Display for PolicyType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl serde::Serialize for PolicyType {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
 impl PolicyType {
-    pub fn as_str(self) -> &'static str {
+    pub const fn as_str(self) -> &'static str {
         match self {
             PolicyType::User => "user",
             PolicyType::Group => "group",
@@ -118,20 +132,23 @@ impl StatementIndex {
         // carrying their statements along.
         if !buckets.is_sorted_by_key(|(a, _)| *a) {
             let mut start = 0;
-            let mut runs: Vec<(ActionId, Vec<StmtId>)> = Vec::with_capacity(buckets.len());
+            let mut runs: Vec<(ActionId, Vec<StmtId>, u32)> = Vec::with_capacity(buckets.len());
             for &(a, end) in buckets.iter() {
                 let items = bucket_items
                     .get(start as usize..end as usize)
                     .unwrap_or_default();
-                runs.push((a, items.to_vec()));
+                runs.push((a, items.to_vec(), end - start));
                 start = end;
             }
-            runs.sort_by_key(|(a, _)| *a);
+            runs.sort_by_key(|(a, _, _)| *a);
             let mut items = Vec::with_capacity(bucket_items.len());
             let mut sorted = Vec::with_capacity(runs.len());
-            for (a, run) in runs {
+            // The runs partition the old items, whose ends fit in a u32.
+            let mut end = 0u32;
+            for (a, run, len) in runs {
                 items.extend(run);
-                sorted.push((a, u32::try_from(items.len()).unwrap_or(u32::MAX)));
+                end += len;
+                sorted.push((a, end));
             }
             buckets = sorted.into_boxed_slice();
             bucket_items = items.into_boxed_slice();
@@ -187,13 +204,22 @@ pub struct Entity {
     pub boundary: Option<StatementIndex>,
 }
 
+/// Which policy guards a resource.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResourcePolicyKind {
+    /// A Lambda resource's resource-based policy.
+    Function,
+    /// A role's trust policy, guarding `sts:AssumeRole` on the role: it must
+    /// allow even within one account.
+    RoleTrust,
+}
+
 /// A resource-based policy (or trust policy) keyed by its resource ARN.
 #[derive(Debug, Clone)]
 pub struct ResourceEntry {
     pub arn: Box<str>,
     pub index: StatementIndex,
-    /// Role trust policies must allow even within one account.
-    pub requires_allow: bool,
+    pub kind: ResourcePolicyKind,
 }
 
 /// Counts, for metrics and `iamd validate`.
@@ -223,8 +249,47 @@ pub struct Snapshot {
     stats: Stats,
 }
 
+/// A kind of thing a snapshot numbers with 32-bit ids.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IdSpace {
+    Statements,
+    Policies,
+    Actions,
+    Principals,
+    Resources,
+    ScpTargets,
+    /// Literal actions of statements, and statements under them in one index.
+    ActionEntries,
+}
+
+impl IdSpace {
+    fn name(self) -> &'static str {
+        match self {
+            IdSpace::Statements => "statements",
+            IdSpace::Policies => "policies",
+            IdSpace::Actions => "distinct actions",
+            IdSpace::Principals => "users and roles",
+            IdSpace::Resources => "resource policies",
+            IdSpace::ScpTargets => "SCP target accounts",
+            IdSpace::ActionEntries => "literal actions in statements",
+        }
+    }
+}
+
+/// Why a validated store could not be compiled.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CompileError {
+    #[error("the store holds more {} than a snapshot can number (at most {limit})", .space.name())]
+    TooLarge { space: IdSpace, limit: usize },
+}
+
+/// The most items of one kind a snapshot numbers: ids are `u32`.
+const ID_LIMIT: usize = u32::MAX as usize;
+
 struct Builder {
     snap: Snapshot,
+    /// The most items of each [`IdSpace`]; [`ID_LIMIT`] but in tests.
+    limit: usize,
     /// Per statement, the range of `literal_actions` holding its interned
     /// literal actions, or `None` when its `Action` is a wildcard or a
     /// `NotAction`. Computed once per statement, however many indexes hold it.
@@ -237,9 +302,10 @@ struct Builder {
 impl Builder {
     /// An empty builder with room for `statements` and the catalog's actions
     /// interned first, so builders agree on the ids of known actions.
-    fn new(statements: usize) -> Builder {
+    fn new(statements: usize, limit: usize) -> Result<Builder, CompileError> {
         let mut b = Builder {
             snap: Snapshot::default(),
+            limit,
             statement_actions: Vec::with_capacity(statements),
             literal_actions: Vec::with_capacity(statements),
             pairs: Vec::new(),
@@ -248,36 +314,65 @@ impl Builder {
         // it by doubling would copy (and first touch) it again and again.
         b.snap.statements.reserve_exact(statements);
         for a in catalog::lambda_actions() {
-            b.intern(&a.name.to_lowercase());
+            b.intern(&a.name.to_lowercase())?;
         }
         for a in catalog::OTHER_ACTIONS {
-            b.intern(&a.to_lowercase());
+            b.intern(&a.to_lowercase())?;
         }
-        b
+        Ok(b)
+    }
+
+    /// `len` as an id in `space`, or the error that the store is too large.
+    fn id(&self, len: usize, space: IdSpace) -> Result<u32, CompileError> {
+        u32::try_from(len)
+            .ok()
+            .filter(|_| len <= self.limit)
+            .ok_or(CompileError::TooLarge {
+                space,
+                limit: self.limit,
+            })
     }
 
     /// Appends what `part` compiled (statements, policies, resources) after
     /// what this builder holds, renumbering statements, policies and actions.
-    fn append(&mut self, part: Builder) {
+    fn append(&mut self, part: Builder) -> Result<(), CompileError> {
         let Builder {
             snap,
             statement_actions,
             literal_actions,
             ..
         } = part;
-        let statements = u32::try_from(self.snap.statements.len()).unwrap_or(u32::MAX);
-        let policies = u32::try_from(self.snap.policies.len()).unwrap_or(u32::MAX);
-        let resources = u32::try_from(self.snap.resources.len()).unwrap_or(u32::MAX);
+        let statements = self.id(self.snap.statements.len(), IdSpace::Statements)?;
+        let policies = self.id(self.snap.policies.len(), IdSpace::Policies)?;
+        let resources = self.id(self.snap.resources.len(), IdSpace::Resources)?;
+        let literals = self.id(self.literal_actions.len(), IdSpace::ActionEntries)?;
+        // Both parts' ids fit, so do their sums: the shifts below cannot overflow.
+        self.id(
+            self.snap.statements.len() + snap.statements.len(),
+            IdSpace::Statements,
+        )?;
+        self.id(
+            self.snap.policies.len() + snap.policies.len(),
+            IdSpace::Policies,
+        )?;
+        self.id(
+            self.snap.resources.len() + snap.resources.len(),
+            IdSpace::Resources,
+        )?;
+        self.id(
+            self.literal_actions.len() + literal_actions.len(),
+            IdSpace::ActionEntries,
+        )?;
         // The part's action ids, as this builder numbers them.
         let mut actions = vec![0; snap.actions.len()];
         for (name, id) in snap.actions {
             if let Some(slot) = actions.get_mut(id as usize) {
-                *slot = self.intern(&name);
+                *slot = self.intern(&name)?;
             }
         }
+        // INVARIANT: every id of the part is below its action count.
         let action = |id: ActionId| actions.get(id as usize).copied().unwrap_or(id);
 
-        let literals = u32::try_from(self.literal_actions.len()).unwrap_or(u32::MAX);
         self.literal_actions
             .extend(literal_actions.into_iter().map(action));
         self.statement_actions.extend(
@@ -306,15 +401,16 @@ impl Builder {
                 .into_iter()
                 .map(|(arn, id)| (arn, id + resources)),
         );
+        Ok(())
     }
 
-    fn intern(&mut self, action_lower: &str) -> ActionId {
+    fn intern(&mut self, action_lower: &str) -> Result<ActionId, CompileError> {
         if let Some(&id) = self.snap.actions.get(action_lower) {
-            return id;
+            return Ok(id);
         }
-        let id = u32::try_from(self.snap.actions.len()).unwrap_or(u32::MAX);
+        let id = self.id(self.snap.actions.len(), IdSpace::Actions)?;
         self.snap.actions.insert(action_lower.into(), id);
-        id
+        Ok(id)
     }
 
     fn add_policy(
@@ -322,27 +418,31 @@ impl Builder {
         name: String,
         policy_type: PolicyType,
         policy: &mut Policy,
-    ) -> PolicyId {
-        let pid = u32::try_from(self.snap.policies.len()).unwrap_or(u32::MAX);
-        let start = u32::try_from(self.snap.statements.len()).unwrap_or(u32::MAX);
+    ) -> Result<PolicyId, CompileError> {
+        let pid = self.id(self.snap.policies.len(), IdSpace::Policies)?;
+        let start = self.id(self.snap.statements.len(), IdSpace::Statements)?;
         // The store is consumed: statements move into the arena.
         for (i, s) in std::mem::take(&mut policy.statements)
             .into_iter()
             .enumerate()
         {
-            let actions = s.action.literals().map(|literals| {
-                let from = self.literal_actions.len();
-                for l in literals {
-                    let a = self.intern(l);
-                    self.literal_actions.push(a);
+            let actions = match s.action.literals() {
+                None => None,
+                Some(literals) => {
+                    let from = self.id(self.literal_actions.len(), IdSpace::ActionEntries)?;
+                    for l in literals {
+                        let a = self.intern(l)?;
+                        self.literal_actions.push(a);
+                    }
+                    Some(from..self.id(self.literal_actions.len(), IdSpace::ActionEntries)?)
                 }
-                let to = self.literal_actions.len();
-                u32::try_from(from).unwrap_or(u32::MAX)..u32::try_from(to).unwrap_or(u32::MAX)
-            });
+            };
             self.statement_actions.push(actions);
+            // The statement's id is checked before it is pushed.
+            self.id(self.snap.statements.len(), IdSpace::Statements)?;
             self.snap.statements.push(CompiledStatement {
                 policy: pid,
-                index: u32::try_from(i).unwrap_or(u32::MAX),
+                index: self.id(i, IdSpace::Statements)?,
                 principal: s.principal.as_ref().map(PrincipalMatcher::compile),
                 sid: s.sid,
                 effect: s.effect,
@@ -352,16 +452,16 @@ impl Builder {
                 location: s.location,
             });
         }
-        let end = u32::try_from(self.snap.statements.len()).unwrap_or(u32::MAX);
+        let end = self.id(self.snap.statements.len(), IdSpace::Statements)?;
         self.snap.policies.push(PolicyInfo {
             name: name.into(),
             policy_type,
             statements: start..end,
         });
-        pid
+        Ok(pid)
     }
 
-    fn index(&mut self, policies: Vec<PolicyId>) -> StatementIndex {
+    fn index(&mut self, policies: Vec<PolicyId>) -> Result<StatementIndex, CompileError> {
         let mut policies = policies;
         // A managed policy reached through the user and a group counts once.
         // Lists are short: a linear scan beats hashing them.
@@ -402,21 +502,21 @@ impl Builder {
         pairs.dedup();
         let mut buckets: Vec<(ActionId, u32)> = Vec::new();
         let mut bucket_items = Vec::with_capacity(pairs.len());
-        for &(a, sid) in &pairs {
+        self.id(pairs.len(), IdSpace::ActionEntries)?;
+        for (end, &(a, sid)) in (1u32..).zip(&pairs) {
             bucket_items.push(sid);
-            let end = u32::try_from(bucket_items.len()).unwrap_or(u32::MAX);
             match buckets.last_mut() {
                 Some((last, e)) if *last == a => *e = end,
                 _ => buckets.push((a, end)),
             }
         }
         self.pairs = pairs;
-        StatementIndex {
+        Ok(StatementIndex {
             buckets: buckets.into_boxed_slice(),
             bucket_items: bucket_items.into_boxed_slice(),
             other: other.into_boxed_slice(),
             policies: policies.into_boxed_slice(),
-        }
+        })
     }
 
     fn inline(
@@ -424,7 +524,7 @@ impl Builder {
         owner_arn: &str,
         policy_type: PolicyType,
         list: &mut [NamedPolicy],
-    ) -> Vec<PolicyId> {
+    ) -> Result<Vec<PolicyId>, CompileError> {
         list.iter_mut()
             .map(|n| {
                 self.add_policy(
@@ -438,16 +538,21 @@ impl Builder {
 }
 
 impl Snapshot {
-    /// Compiles a validated store.
     /// Compiles a validated store (copying it; see [`Snapshot::compile_owned`]).
-    pub fn compile(store: &Store) -> Snapshot {
+    pub fn compile(store: &Store) -> Result<Snapshot, CompileError> {
         Self::compile_owned(store.clone())
     }
 
     /// Compiles a validated store, consuming it: its statements move into
-    /// the snapshot rather than being copied.
-    pub fn compile_owned(mut store: Store) -> Snapshot {
-        let mut b = Builder::new(store.statement_count());
+    /// the snapshot rather than being copied. A store with more of anything
+    /// than 32-bit ids can number is an error, never a wrong index.
+    pub fn compile_owned(store: Store) -> Result<Snapshot, CompileError> {
+        Self::compile_within(store, ID_LIMIT)
+    }
+
+    /// [`Snapshot::compile_owned`] with at most `limit` items of each kind.
+    pub(crate) fn compile_within(mut store: Store, limit: usize) -> Result<Snapshot, CompileError> {
+        let mut b = Builder::new(store.statement_count(), limit)?;
         b.snap.policies.reserve_exact(store.policy_count());
         b.snap
             .entities
@@ -460,18 +565,19 @@ impl Snapshot {
         // principals, and their part is appended where it would have gone.
         let resource_policies = std::mem::take(&mut store.resource_policies);
         std::thread::scope(|scope| {
-            let functions = scope.spawn(move || Builder::resource_policies(resource_policies));
-            b.principals(&mut store);
+            let functions =
+                scope.spawn(move || Builder::resource_policies(resource_policies, limit));
+            let principals = b.principals(&mut store);
             match functions.join() {
-                Ok(part) => b.append(part),
+                Ok(part) => principals.and_then(|()| b.append(part?)),
                 // As if compiled on this thread: the panic goes on.
                 Err(panic) => std::panic::resume_unwind(panic),
             }
-        });
+        })?;
 
         let mut scp_targets: FxHashMap<String, Vec<PolicyId>> = FxHashMap::default();
         for scp in &mut store.scps {
-            let pid = b.add_policy(scp.name.clone(), PolicyType::Scp, &mut scp.policy);
+            let pid = b.add_policy(scp.name.clone(), PolicyType::Scp, &mut scp.policy)?;
             for t in &scp.targets {
                 scp_targets.entry(t.clone()).or_default().push(pid);
             }
@@ -479,8 +585,8 @@ impl Snapshot {
         let mut targets: Vec<_> = scp_targets.into_iter().collect();
         targets.sort();
         for (account, ids) in targets {
-            let index = b.index(ids);
-            let i = u32::try_from(b.snap.scps.len()).unwrap_or(u32::MAX);
+            let index = b.index(ids)?;
+            let i = b.id(b.snap.scps.len(), IdSpace::ScpTargets)?;
             b.snap.scps.push((account.as_str().into(), index));
             b.snap.scps_by_account.insert(account.into(), i);
         }
@@ -496,7 +602,7 @@ impl Snapshot {
             policies: b.snap.policies.len(),
             statements: b.snap.statements.len(),
         };
-        b.snap
+        Ok(b.snap)
     }
 
     pub fn stats(&self) -> Stats {
@@ -534,15 +640,30 @@ impl Snapshot {
     pub fn policy(&self, id: PolicyId) -> Option<&PolicyInfo> {
         self.policies.get(id as usize)
     }
+
+    /// Every user and role, in compile order (for tests that find them by scanning).
+    pub fn entities(&self) -> &[Entity] {
+        &self.entities
+    }
+
+    /// Every resource and role trust policy, in compile order.
+    pub fn resources(&self) -> &[ResourceEntry] {
+        &self.resources
+    }
+
+    /// Every account with SCPs, and their index.
+    pub fn scp_accounts(&self) -> impl Iterator<Item = (&str, &StatementIndex)> {
+        self.scps.iter().map(|(a, i)| (&**a, i))
+    }
 }
 
 impl Builder {
     /// Managed policies, groups, users and roles: everything identity-based
     /// and the role trust policies.
-    fn principals(&mut self, store: &mut Store) {
+    fn principals(&mut self, store: &mut Store) -> Result<(), CompileError> {
         let mut managed: FxHashMap<&str, PolicyId> = FxHashMap::default();
         for m in &mut store.managed {
-            let id = self.add_policy(m.arn.clone(), PolicyType::Managed, &mut m.policy);
+            let id = self.add_policy(m.arn.clone(), PolicyType::Managed, &mut m.policy)?;
             managed.insert(m.arn.as_str(), id);
         }
         let attached = |arns: &[String]| -> Vec<PolicyId> {
@@ -552,22 +673,24 @@ impl Builder {
         };
         // A boundary is a managed policy evaluated in its own slot.
         let mut boundaries: FxHashMap<PolicyId, StatementIndex> = FxHashMap::default();
-        let mut boundary_index =
-            |b: &mut Builder, arn: &Option<String>| -> Option<StatementIndex> {
-                let pid = managed.get(arn.as_deref()?).copied()?;
-                Some(
-                    boundaries
-                        .entry(pid)
-                        .or_insert_with(|| b.index(vec![pid]))
-                        .clone(),
-                )
+        let mut boundary_index = |b: &mut Builder,
+                                  arn: &Option<String>|
+         -> Result<Option<StatementIndex>, CompileError> {
+            let Some(pid) = arn.as_deref().and_then(|a| managed.get(a)).copied() else {
+                return Ok(None);
             };
+            let index = match boundaries.entry(pid) {
+                Entry::Occupied(e) => e.get().clone(),
+                Entry::Vacant(e) => e.insert(b.index(vec![pid])?).clone(),
+            };
+            Ok(Some(index))
+        };
 
         // Account, then group name: looked up by borrowed names, per user group.
         let mut group_policies: FxHashMap<&str, FxHashMap<&str, Vec<PolicyId>>> =
             FxHashMap::default();
         for g in &mut store.groups {
-            let mut ids = self.inline(&g.arn, PolicyType::Group, &mut g.inline);
+            let mut ids = self.inline(&g.arn, PolicyType::Group, &mut g.inline)?;
             ids.extend(attached(&g.attached));
             group_policies
                 .entry(g.account.as_str())
@@ -576,7 +699,7 @@ impl Builder {
         }
 
         for u in &mut store.users {
-            let mut ids = self.inline(&u.arn, PolicyType::User, &mut u.inline);
+            let mut ids = self.inline(&u.arn, PolicyType::User, &mut u.inline)?;
             ids.extend(attached(&u.attached));
             for g in &u.groups {
                 if let Some(gp) = group_policies
@@ -586,8 +709,8 @@ impl Builder {
                     ids.extend(gp);
                 }
             }
-            let permissions = self.index(ids);
-            let boundary = boundary_index(self, &u.boundary);
+            let permissions = self.index(ids)?;
+            let boundary = boundary_index(self, &u.boundary)?;
             // The entity takes the user's strings rather than copies.
             self.add_entity(Entity {
                 kind: EntityKind::User,
@@ -598,18 +721,18 @@ impl Builder {
                 tags: tags(std::mem::take(&mut u.tags)),
                 permissions,
                 boundary,
-            });
+            })?;
         }
 
         for r in &mut store.roles {
-            let mut ids = self.inline(&r.arn, PolicyType::Role, &mut r.inline);
+            let mut ids = self.inline(&r.arn, PolicyType::Role, &mut r.inline)?;
             ids.extend(attached(&r.attached));
-            let permissions = self.index(ids);
-            let boundary = boundary_index(self, &r.boundary);
+            let permissions = self.index(ids)?;
+            let boundary = boundary_index(self, &r.boundary)?;
             if let Some(trust) = &mut r.trust {
-                let pid = self.add_policy(r.arn.clone(), PolicyType::RoleTrust, trust);
-                let index = self.index(vec![pid]);
-                self.add_resource(&r.arn, index, true);
+                let pid = self.add_policy(r.arn.clone(), PolicyType::RoleTrust, trust)?;
+                let index = self.index(vec![pid])?;
+                self.add_resource(&r.arn, index, ResourcePolicyKind::RoleTrust)?;
             }
             self.add_entity(Entity {
                 kind: EntityKind::Role,
@@ -620,13 +743,18 @@ impl Builder {
                 tags: tags(std::mem::take(&mut r.tags)),
                 permissions,
                 boundary,
-            });
+            })?;
         }
+        Ok(())
     }
 
     /// A builder of the function (resource-based) policies alone.
-    fn resource_policies(policies: Vec<crate::store::ResourcePolicy>) -> Builder {
-        let mut b = Builder::new(policies.iter().map(|p| p.policy.statements.len()).sum());
+    fn resource_policies(
+        policies: Vec<ResourcePolicy>,
+        limit: usize,
+    ) -> Result<Builder, CompileError> {
+        let statements = policies.iter().map(|p| p.policy.statements.len()).sum();
+        let mut b = Builder::new(statements, limit)?;
         b.snap.policies.reserve_exact(policies.len());
         b.snap.resources.reserve_exact(policies.len());
         b.snap.resources_by_arn.reserve(policies.len());
@@ -635,16 +763,16 @@ impl Builder {
                 rp.resource_arn.clone(),
                 PolicyType::Resource,
                 &mut rp.policy,
-            );
-            let index = b.index(vec![pid]);
-            b.add_resource(&rp.resource_arn, index, false);
+            )?;
+            let index = b.index(vec![pid])?;
+            b.add_resource(&rp.resource_arn, index, ResourcePolicyKind::Function)?;
         }
-        b
+        Ok(b)
     }
 
     /// Adds a user or role, found by account and name.
-    fn add_entity(&mut self, entity: Entity) {
-        let eid = u32::try_from(self.snap.entities.len()).unwrap_or(u32::MAX);
+    fn add_entity(&mut self, entity: Entity) -> Result<(), CompileError> {
+        let eid = self.id(self.snap.entities.len(), IdSpace::Principals)?;
         let by_account = match entity.kind {
             EntityKind::User => &mut self.snap.users,
             EntityKind::Role => &mut self.snap.roles,
@@ -654,16 +782,23 @@ impl Builder {
             .or_default()
             .insert(entity.name.clone(), eid);
         self.snap.entities.push(entity);
+        Ok(())
     }
 
-    fn add_resource(&mut self, arn: &str, index: StatementIndex, requires_allow: bool) {
-        let id = u32::try_from(self.snap.resources.len()).unwrap_or(u32::MAX);
+    fn add_resource(
+        &mut self,
+        arn: &str,
+        index: StatementIndex,
+        kind: ResourcePolicyKind,
+    ) -> Result<(), CompileError> {
+        let id = self.id(self.snap.resources.len(), IdSpace::Resources)?;
         self.snap.resources.push(ResourceEntry {
             arn: arn.into(),
             index,
-            requires_allow,
+            kind,
         });
         self.snap.resources_by_arn.insert(arn.into(), id);
+        Ok(())
     }
 }
 
@@ -671,74 +806,4 @@ fn tags(t: Vec<(String, String)>) -> Box<[(Box<str>, Box<str>)]> {
     t.into_iter()
         .map(|(k, v)| (k.into_boxed_str(), v.into_boxed_str()))
         .collect()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// The sids of the statements an index offers for `action`.
-    fn sids(snap: &Snapshot, index: &StatementIndex, action: &str) -> Vec<String> {
-        index
-            .candidates(snap.action_id(action))
-            .filter_map(|(_, id)| snap.statement(id)?.sid.as_deref().map(str::to_owned))
-            .collect()
-    }
-
-    #[test]
-    fn function_policies_compiled_apart_are_renumbered_into_place() {
-        // The user's policy makes this thread intern `example:alpha` first;
-        // the function policy, compiled on the other thread, names `beta`
-        // before `alpha`, so its action ids arrive in the other order.
-        let user = r#"{"AccountId": "111122223333", "UserDetailList": [{"UserName": "u", "Arn": "arn:aws:iam::111122223333:user/u",
-            "UserPolicyList": [{"PolicyName": "p", "PolicyDocument": {"Version": "2012-10-17", "Statement": [
-                {"Sid": "UserAlpha", "Effect": "Allow", "Action": "example:Alpha", "Resource": "*"}]}}]}]}"#;
-        let function = |name: &str| {
-            format!(
-                r#"{{"ResourceArn": "arn:aws:lambda:us-east-1:111122223333:function:{name}", "Policy": {{"Version": "2012-10-17", "Statement": [
-                {{"Sid": "{name}Beta", "Effect": "Allow", "Principal": {{"AWS": "111122223333"}}, "Action": "example:Beta", "Resource": "arn:aws:lambda:us-east-1:111122223333:function:{name}"}},
-                {{"Sid": "{name}Both", "Effect": "Allow", "Principal": {{"AWS": "111122223333"}}, "Action": ["example:Beta", "example:Alpha"], "Resource": "arn:aws:lambda:us-east-1:111122223333:function:{name}"}},
-                {{"Sid": "{name}Any", "Effect": "Deny", "Principal": {{"AWS": "111122223333"}}, "Action": "example:*", "Resource": "arn:aws:lambda:us-east-1:111122223333:function:{name}"}}]}}}}"#
-            )
-        };
-        let (f, g) = (function("f"), function("g"));
-        let (store, findings) =
-            crate::store::from_texts([("u.json", user), ("f.json", &*f), ("g.json", &*g)]);
-        let snap = Snapshot::compile_owned(store.unwrap_or_else(|| panic!("{findings:?}")));
-        assert_eq!(snap.stats().statements, 7);
-
-        let user = snap.user("111122223333", "u").unwrap();
-        assert_eq!(
-            sids(&snap, &user.permissions, "example:alpha"),
-            ["UserAlpha"]
-        );
-        for name in ["f", "g"] {
-            let arn = format!("arn:aws:lambda:us-east-1:111122223333:function:{name}");
-            let entry = snap.resource(&arn).unwrap();
-            assert_eq!(
-                sids(&snap, &entry.index, "example:alpha"),
-                [format!("{name}Both"), format!("{name}Any")]
-            );
-            assert_eq!(
-                sids(&snap, &entry.index, "example:beta"),
-                [
-                    format!("{name}Beta"),
-                    format!("{name}Both"),
-                    format!("{name}Any")
-                ]
-            );
-            assert_eq!(
-                sids(&snap, &entry.index, "example:gamma"),
-                [format!("{name}Any")]
-            );
-            // Each statement points at its own policy, and the policy at its statements.
-            let policy = snap.policy(entry.index.policies[0]).unwrap();
-            assert_eq!(&*policy.name, arn);
-            for id in policy.statements.clone() {
-                let s = snap.statement(id).unwrap();
-                assert_eq!(s.policy, entry.index.policies[0]);
-                assert!(s.sid.as_deref().unwrap().starts_with(name));
-            }
-        }
-    }
 }

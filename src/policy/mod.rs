@@ -1,21 +1,23 @@
 //! The IAM JSON policy language as typed values.
 //!
-//! A policy document is parsed once ([`parse`]) into a [`Policy`] whose
-//! statements hold compiled patterns and conditions; nothing downstream
-//! looks at JSON again. The matching primitives here (`ActionElement`,
+//! A policy document is parsed once ([`grammar`]) into a [`Policy`] whose
+//! statements hold compiled patterns and conditions, and its typed elements
+//! are linted ([`lint`]) as they are built; nothing downstream looks at
+//! JSON again. The matching primitives here (`ActionElement`,
 //! `ResourceElement`, `PrincipalElement`) are what the engine calls per
 //! statement.
 
 pub mod arn;
 pub mod condition;
-pub mod parse;
+pub mod grammar;
+pub mod lint;
 pub mod pattern;
 
 use std::fmt;
 
 pub use arn::Arn;
 pub use condition::{Condition, ConditionContext};
-pub use parse::{parse_policy, parse_policy_text, PolicyKind};
+pub use grammar::{parse_policy, parse_policy_text};
 pub use pattern::{ArnPattern, Pattern, VarSource};
 
 use crate::finding::StatementLocation;
@@ -42,12 +44,72 @@ pub enum Effect {
     Deny,
 }
 
-impl fmt::Display for Effect {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
+impl Effect {
+    /// As written in a policy: `Allow` or `Deny`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
             Effect::Allow => "Allow",
             Effect::Deny => "Deny",
-        })
+        }
+    }
+}
+
+impl fmt::Display for Effect {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl serde::Serialize for Effect {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+/// What a document is attached to; decides which elements it may hold and its size limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PolicyKind {
+    /// Inline policy of a user, group or role.
+    Inline,
+    /// Customer or AWS managed policy (also used as a permissions boundary).
+    Managed,
+    /// A resource-based policy (Lambda function, alias, version, layer version).
+    Resource,
+    /// A role's trust policy (`AssumeRolePolicyDocument`).
+    Trust,
+    /// An Organizations service control policy.
+    Scp,
+}
+
+impl PolicyKind {
+    pub(crate) fn is_identity_like(self) -> bool {
+        matches!(
+            self,
+            PolicyKind::Inline | PolicyKind::Managed | PolicyKind::Scp
+        )
+    }
+
+    /// Largest document, in non-white-space characters (IAM and Organizations quotas;
+    /// Lambda's 20 KB for function policies; the raised maximum for trust policies).
+    pub fn size_limit(self) -> usize {
+        match self {
+            PolicyKind::Inline => 10_240,
+            PolicyKind::Managed => 6_144,
+            PolicyKind::Resource => 20_480,
+            PolicyKind::Trust => 8_192,
+            PolicyKind::Scp => 5_120,
+        }
+    }
+
+    /// What the kind is called in messages.
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            PolicyKind::Inline => "inline policy",
+            PolicyKind::Managed => "managed policy",
+            PolicyKind::Resource => "resource-based policy",
+            PolicyKind::Trust => "role trust policy",
+            PolicyKind::Scp => "service control policy",
+        }
     }
 }
 

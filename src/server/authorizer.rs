@@ -11,6 +11,7 @@ use super::convert::{check_size, parse_batch, parse_request, OwnedRequest};
 use super::{pb, to_status, ApiError, AppState, Deadline};
 use crate::engine::{self, DecisionKind, Explanation, TypeDecision};
 use crate::metrics::Api;
+use crate::policy::Effect;
 use crate::reload::Served;
 
 /// The service implementation.
@@ -42,7 +43,7 @@ impl AuthorizerService {
         let decision = engine::decide(&served.snapshot, &request);
         self.state
             .metrics
-            .decision(api, decision.kind, start.elapsed());
+            .decision(api, decision.kind(), start.elapsed());
         let explanation = if req.explain {
             let x = engine::explain(&served.snapshot, &request);
             if x.decision != decision {
@@ -56,7 +57,7 @@ impl AuthorizerService {
             None
         };
         Ok(pb::AuthorizeResponse {
-            decision: decision_to_pb(decision.kind) as i32,
+            decision: decision_to_pb(decision.kind()) as i32,
             message: decision.message(&request),
             revision: served.revision,
             explanation,
@@ -112,13 +113,12 @@ fn verdict(v: Option<TypeDecision>) -> i32 {
 fn statement_to_pb(s: &engine::StatementRef) -> pb::MatchedStatement {
     pb::MatchedStatement {
         policy: s.source_policy_id.clone(),
-        policy_type: s.policy_type.to_owned(),
+        policy_type: s.policy_type.as_str().to_owned(),
         sid: s.sid.clone().unwrap_or_default(),
         statement_index: s.statement_index,
-        effect: if s.effect == "Deny" {
-            pb::Effect::Deny as i32
-        } else {
-            pb::Effect::Allow as i32
+        effect: match s.effect {
+            Effect::Allow => pb::Effect::Allow as i32,
+            Effect::Deny => pb::Effect::Deny as i32,
         },
         location: s.location.clone(),
     }

@@ -326,9 +326,9 @@ impl EnvoyAuthorizer {
         let decision = engine::decide(&served.snapshot, &request);
         self.state
             .metrics
-            .decision(Api::EnvoyCheck, decision.kind, start.elapsed());
+            .decision(Api::EnvoyCheck, decision.kind(), start.elapsed());
         Ok(Outcome {
-            decision: Some(decision.kind),
+            decision: Some(decision.kind()),
             message: decision.message(&request),
             principal,
             action: req.action.clone(),

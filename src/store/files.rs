@@ -7,14 +7,13 @@ use std::collections::BTreeSet;
 
 use rustc_hash::{FxHashMap, FxHashSet};
 
-use super::{
+use crate::finding::{echo, Findings, IssueCode, Location, Origin};
+use crate::json::{self, JsonPath, Node, Value};
+use crate::model::{
     Group, ManagedPolicy, NamedPolicy, ResourcePolicy, Role, ServiceControlPolicy, Store, User,
 };
-use crate::finding::{echo, FindingType, Findings, Location, Origin};
-use crate::json::{self, JsonPath, Node, Value};
 use crate::policy::arn::{has_control, is_account_id, Arn, ArnError};
-use crate::policy::parse::{parse_policy, parse_policy_text, PolicyKind};
-use crate::policy::Policy;
+use crate::policy::{parse_policy, parse_policy_text, Policy, PolicyKind};
 
 #[derive(Default)]
 pub(super) struct Builder {
@@ -32,14 +31,9 @@ impl FileCx<'_> {
         self.origin.location(path, node.pos)
     }
 
-    fn error(&mut self, code: &'static str, path: &JsonPath, node: &Node, msg: impl Into<String>) {
+    fn report(&mut self, code: IssueCode, path: &JsonPath, node: &Node, msg: impl Into<String>) {
         let loc = self.loc(path, node);
-        self.findings.push(FindingType::Error, code, loc, msg);
-    }
-
-    fn warn(&mut self, code: &'static str, path: &JsonPath, node: &Node, msg: impl Into<String>) {
-        let loc = self.loc(path, node);
-        self.findings.push(FindingType::Warning, code, loc, msg);
+        self.findings.push(code, loc, msg);
     }
 
     /// A required string member.
@@ -48,8 +42,8 @@ impl FileCx<'_> {
             Some(n) => match n.as_str() {
                 Some(s) => Some(s),
                 None => {
-                    self.error(
-                        "INVALID_TYPE",
+                    self.report(
+                        IssueCode::InvalidType,
                         &path.key(key),
                         n,
                         format!("`{key}` must be a string"),
@@ -58,7 +52,12 @@ impl FileCx<'_> {
                 }
             },
             None => {
-                self.error("MISSING_FIELD", path, obj, format!("`{key}` is missing"));
+                self.report(
+                    IssueCode::MissingField,
+                    path,
+                    obj,
+                    format!("`{key}` is missing"),
+                );
                 None
             }
         }
@@ -87,8 +86,8 @@ impl FileCx<'_> {
                     .map(|(i, item)| (path.key_index(key, i), item))
                     .collect(),
                 other => {
-                    self.error(
-                        "INVALID_TYPE",
+                    self.report(
+                        IssueCode::InvalidType,
                         &path.key(key),
                         n,
                         format!("`{key}` must be an array, found {}", other.kind()),
@@ -122,8 +121,8 @@ impl FileCx<'_> {
                 })
             }
             other => {
-                self.error(
-                    "INVALID_DOCUMENT",
+                self.report(
+                    IssueCode::InvalidDocument,
                     path,
                     node,
                     format!(
@@ -142,7 +141,12 @@ impl FileCx<'_> {
         for (ipath, item) in items {
             let name = self.string(item, &ipath, "PolicyName");
             let Some(doc) = item.get("PolicyDocument") else {
-                self.error("MISSING_FIELD", &ipath, item, "`PolicyDocument` is missing");
+                self.report(
+                    IssueCode::MissingField,
+                    &ipath,
+                    item,
+                    "`PolicyDocument` is missing",
+                );
                 continue;
             };
             if let (Some(name), Some((policy, size))) = (
@@ -219,8 +223,8 @@ impl FileCx<'_> {
                 Some((arn_text.clone(), arn.account.to_owned()))
             }
             Ok(_) => {
-                self.error(
-                    "INVALID_ARN",
+                self.report(
+                    IssueCode::InvalidArn,
                     &path.key("Arn"),
                     node,
                     format!("`{}` is not the IAM {kind} ARN of `{name}` (arn:aws:iam::ACCOUNT:{kind}/PATH/{name})", echo(&arn_text), name = echo(name)),
@@ -228,7 +232,7 @@ impl FileCx<'_> {
                 None
             }
             Err(e) => {
-                self.error("INVALID_ARN", &path.key("Arn"), node, e.to_string());
+                self.report(IssueCode::InvalidArn, &path.key("Arn"), node, e.to_string());
                 None
             }
         }
@@ -300,8 +304,7 @@ impl Builder {
                 };
                 if e.over_budget {
                     findings.push(
-                        FindingType::Error,
-                        "FILE_TOO_COMPLEX",
+                        IssueCode::FileTooComplex,
                         loc,
                         format!(
                             "the file's JSON values would take more than {budget} bytes of memory ({} per byte of its {} plus {}): too many small values; reading stopped here",
@@ -313,8 +316,7 @@ impl Builder {
                     return budget;
                 }
                 findings.push(
-                    FindingType::Error,
-                    "JSON_SYNTAX_ERROR",
+                    IssueCode::JsonSyntaxError,
                     loc,
                     format!("not valid JSON: {}", e.message),
                 );
@@ -337,8 +339,8 @@ impl Builder {
         } else if has("ServiceControlPolicies") {
             self.service_control_policies(&mut cx, &root);
         } else {
-            cx.error(
-                "UNRECOGNIZED_FILE",
+            cx.report(
+                IssueCode::UnrecognizedFile,
                 &JsonPath::root(),
                 &root,
                 "not a store file: expected `aws iam get-account-authorization-details` output (UserDetailList, GroupDetailList, RoleDetailList, Policies), `aws lambda get-policy` output (Policy), or {\"ServiceControlPolicies\": [...]}",
@@ -353,8 +355,8 @@ impl Builder {
             Some(n) => match n.as_str() {
                 Some(a) if is_account_id(a) => Some(a.to_owned()),
                 _ => {
-                    cx.error(
-                        "INVALID_ACCOUNT_ID",
+                    cx.report(
+                        IssueCode::InvalidAccountId,
                         &top.key("AccountId"),
                         n,
                         "`AccountId` must be a 12-digit string",
@@ -375,8 +377,8 @@ impl Builder {
             };
             if has_control(&arn) {
                 let at = item.get("Arn").unwrap_or(item);
-                cx.error(
-                    "INVALID_ARN",
+                cx.report(
+                    IssueCode::InvalidArn,
                     &path.key("Arn"),
                     at,
                     ArnError::ControlCharacter(arn).to_string(),
@@ -399,8 +401,8 @@ impl Builder {
                     && v.get("VersionId").and_then(Node::as_str) == default_id.as_deref())
             });
             let Some((vpath, version)) = chosen else {
-                cx.error(
-                    "MISSING_DEFAULT_VERSION",
+                cx.report(
+                    IssueCode::MissingDefaultVersion,
                     &path,
                     item,
                     format!(
@@ -411,7 +413,12 @@ impl Builder {
                 continue;
             };
             let Some(doc) = version.get("Document") else {
-                cx.error("MISSING_FIELD", vpath, version, "`Document` is missing");
+                cx.report(
+                    IssueCode::MissingField,
+                    vpath,
+                    version,
+                    "`Document` is missing",
+                );
                 continue;
             };
             if let Some((policy, _)) = cx.document(doc, &vpath.key("Document"), PolicyKind::Managed)
@@ -438,7 +445,12 @@ impl Builder {
                 .filter_map(|(gpath, g)| match g.as_str() {
                     Some(s) => Some(s.to_owned()),
                     None => {
-                        cx.error("INVALID_TYPE", &gpath, g, "group names must be strings");
+                        cx.report(
+                            IssueCode::InvalidType,
+                            &gpath,
+                            g,
+                            "group names must be strings",
+                        );
                         None
                     }
                 })
@@ -494,8 +506,8 @@ impl Builder {
                     )
                     .map(|(p, _)| p),
                 None => {
-                    cx.warn(
-                        "MISSING_TRUST_POLICY",
+                    cx.report(
+                        IssueCode::MissingTrustPolicy,
                         &path,
                         item,
                         format!(
@@ -527,8 +539,8 @@ impl Builder {
         let top = JsonPath::root();
         for m in root.members().unwrap_or_default() {
             if !matches!(m.key.as_ref(), "Policy" | "RevisionId" | "ResourceArn") {
-                cx.warn(
-                    "UNKNOWN_FIELD",
+                cx.report(
+                    IssueCode::UnknownField,
                     &top.key(&m.key),
                     &m.value,
                     format!("`{}` is ignored in a resource policy file", echo(&m.key)),
@@ -554,8 +566,8 @@ impl Builder {
         let resource_arn = match declared {
             Some(arn) => {
                 if let Err(e) = Arn::parse(&arn) {
-                    cx.error(
-                        "INVALID_ARN",
+                    cx.report(
+                        IssueCode::InvalidArn,
                         &top.key("ResourceArn"),
                         root.get("ResourceArn").unwrap_or(root),
                         e.to_string(),
@@ -580,8 +592,7 @@ impl Builder {
                                 column: s.location.column,
                             };
                             cx.findings.push(
-                                FindingType::Warning,
-                                "RESOURCE_MISMATCH",
+                                IssueCode::ResourceMismatch,
                                 cx.origin.location(&spath, at),
                                 format!("the statement's Resource does not cover `{}`, the resource this policy is attached to, so it never applies", echo(&arn)),
                             );
@@ -602,8 +613,8 @@ impl Builder {
                     None => {
                         let named: BTreeSet<String> =
                             patterns().map(|p| p.source().into_owned()).collect();
-                        cx.error(
-                            "AMBIGUOUS_RESOURCE",
+                        cx.report(
+                            IssueCode::AmbiguousResource,
                             &top.key("Policy"),
                             doc,
                             format!(
@@ -645,15 +656,15 @@ impl Builder {
                 continue;
             };
             let Some(content) = item.get("Content") else {
-                cx.error("MISSING_FIELD", &path, item, "`Content` is missing");
+                cx.report(IssueCode::MissingField, &path, item, "`Content` is missing");
                 continue;
             };
             let mut targets = Vec::new();
             for (tpath, t) in cx.array(item, &path, "Targets") {
                 match t.as_str() {
                     Some(a) if is_account_id(a) => targets.push(a.to_owned()),
-                    _ => cx.error(
-                        "INVALID_ACCOUNT_ID",
+                    _ => cx.report(
+                        IssueCode::InvalidAccountId,
                         &tpath,
                         t,
                         "SCP targets must be 12-digit account ids",
@@ -661,8 +672,8 @@ impl Builder {
                 }
             }
             if targets.is_empty() {
-                cx.warn(
-                    "UNATTACHED_SCP",
+                cx.report(
+                    IssueCode::UnattachedScp,
                     &path,
                     item,
                     format!(
@@ -696,8 +707,7 @@ impl Builder {
             Ok(f) => findings.extend(f),
             // Fail closed: a check that did not finish rejects the store.
             Err(_) => findings.push(
-                FindingType::Error,
-                "INTERNAL_ERROR",
+                IssueCode::InternalError,
                 Location {
                     file: ".".into(),
                     path: "$".into(),
@@ -716,8 +726,7 @@ impl Builder {
             let limit = super::inline_aggregate_limit(kind);
             if total > limit {
                 findings.push(
-                    FindingType::Error,
-                    "POLICY_SIZE_EXCEEDED",
+                    IssueCode::PolicySizeExceeded,
                     loc.clone(),
                     format!("the inline policies of {kind} `{}` total {total} non-white-space characters; IAM allows {limit}", echo(name)),
                 );
@@ -743,8 +752,7 @@ fn duplicate_checks(s: &Store) -> Findings {
     // every ARN and location to find the rare duplicate.
     let mut dup = |what: &str, key: &dyn std::fmt::Display, first: &Location, loc: &Location| {
         findings.push(
-            FindingType::Error,
-            "DUPLICATE_ENTITY",
+            IssueCode::DuplicateEntity,
             loc.clone(),
             format!(
                 "{what} `{}` is defined twice (first at {first})",
@@ -833,8 +841,7 @@ fn reference_checks(s: &Store) -> Findings {
     let mut missing = |arn: &str, kind: &str, name: &str, loc: &Location| {
         if !managed.contains(arn) {
             findings.push(
-                FindingType::Error,
-                "UNKNOWN_MANAGED_POLICY",
+                IssueCode::UnknownManagedPolicy,
                 loc.clone(),
                 format!(
                     "{kind} `{}` refers to managed policy `{}`, which no store file defines",
@@ -868,8 +875,7 @@ fn reference_checks(s: &Store) -> Findings {
         for g in &u.groups {
             if !group_names.contains(&(u.account.as_str(), g.as_str())) {
                 findings.push(
-                    FindingType::Error,
-                    "UNKNOWN_GROUP",
+                    IssueCode::UnknownGroup,
                     u.location.clone(),
                     format!(
                         "user `{}` is in group `{}`, which no store file defines",

@@ -10,7 +10,6 @@
 mod files;
 pub mod fingerprint;
 
-use std::collections::BTreeSet;
 use std::fs;
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -18,8 +17,8 @@ use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 
 use rustc_hash::{FxHashMap, FxHashSet};
 
-use crate::finding::{FindingType, Findings, Location};
-use crate::policy::Policy;
+use crate::finding::{Findings, IssueCode, Location};
+use crate::model::Store;
 
 /// Largest store file read; a bigger one is an error, not an out-of-memory.
 pub const MAX_FILE_BYTES: u64 = 64 * 1024 * 1024;
@@ -51,138 +50,6 @@ impl StoreBudget {
     }
 }
 
-/// A policy with the name it is attached under.
-#[derive(Debug, Clone, PartialEq)]
-pub struct NamedPolicy {
-    pub name: String,
-    pub policy: Policy,
-    /// Non-white-space size, for IAM's aggregate inline quotas.
-    pub size: usize,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct User {
-    pub arn: String,
-    pub account: String,
-    pub name: String,
-    pub id: Option<String>,
-    pub groups: Vec<String>,
-    pub inline: Vec<NamedPolicy>,
-    pub attached: Vec<String>,
-    pub boundary: Option<String>,
-    pub tags: Vec<(String, String)>,
-    pub location: Location,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct Group {
-    pub arn: String,
-    pub account: String,
-    pub name: String,
-    pub inline: Vec<NamedPolicy>,
-    pub attached: Vec<String>,
-    pub location: Location,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct Role {
-    pub arn: String,
-    pub account: String,
-    pub name: String,
-    pub id: Option<String>,
-    /// The trust policy (`AssumeRolePolicyDocument`).
-    pub trust: Option<Policy>,
-    pub inline: Vec<NamedPolicy>,
-    pub attached: Vec<String>,
-    pub boundary: Option<String>,
-    pub tags: Vec<(String, String)>,
-    pub location: Location,
-}
-
-/// A managed policy (its default version).
-#[derive(Debug, Clone, PartialEq)]
-pub struct ManagedPolicy {
-    pub arn: String,
-    pub name: String,
-    pub policy: Policy,
-    pub location: Location,
-}
-
-/// A resource-based policy attached to exactly one resource ARN.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ResourcePolicy {
-    pub resource_arn: String,
-    pub revision_id: Option<String>,
-    pub policy: Policy,
-    pub location: Location,
-}
-
-/// A service control policy and the accounts it is attached to.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ServiceControlPolicy {
-    pub name: String,
-    pub policy: Policy,
-    pub targets: Vec<String>,
-    pub location: Location,
-}
-
-/// Everything a store directory holds, validated.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Store {
-    pub accounts: BTreeSet<String>,
-    pub users: Vec<User>,
-    pub groups: Vec<Group>,
-    pub roles: Vec<Role>,
-    pub managed: Vec<ManagedPolicy>,
-    pub resource_policies: Vec<ResourcePolicy>,
-    pub scps: Vec<ServiceControlPolicy>,
-    /// The files read, relative to the store directory.
-    pub files: Vec<String>,
-}
-
-impl Store {
-    /// Total statements, for metrics and limits.
-    pub fn statement_count(&self) -> usize {
-        let inline = |p: &[NamedPolicy]| p.iter().map(|n| n.policy.statements.len()).sum::<usize>();
-        self.users.iter().map(|u| inline(&u.inline)).sum::<usize>()
-            + self.groups.iter().map(|g| inline(&g.inline)).sum::<usize>()
-            + self
-                .roles
-                .iter()
-                .map(|r| inline(&r.inline) + r.trust.as_ref().map_or(0, |t| t.statements.len()))
-                .sum::<usize>()
-            + self
-                .managed
-                .iter()
-                .map(|m| m.policy.statements.len())
-                .sum::<usize>()
-            + self
-                .resource_policies
-                .iter()
-                .map(|r| r.policy.statements.len())
-                .sum::<usize>()
-            + self
-                .scps
-                .iter()
-                .map(|s| s.policy.statements.len())
-                .sum::<usize>()
-    }
-
-    /// Total policy documents.
-    pub fn policy_count(&self) -> usize {
-        self.users.iter().map(|u| u.inline.len()).sum::<usize>()
-            + self.groups.iter().map(|g| g.inline.len()).sum::<usize>()
-            + self
-                .roles
-                .iter()
-                .map(|r| r.inline.len() + usize::from(r.trust.is_some()))
-                .sum::<usize>()
-            + self.managed.len()
-            + self.resource_policies.len()
-            + self.scps.len()
-    }
-}
-
 /// Why a store could not be read at all (as opposed to findings in its files).
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
@@ -198,6 +65,13 @@ pub enum LoadError {
         count: usize,
         first: String,
         findings: Findings,
+    },
+    /// The store validated but is too large to compile into a snapshot.
+    #[error("the store `{}` cannot be compiled: {source}", path.display())]
+    Compile {
+        path: PathBuf,
+        #[source]
+        source: crate::engine::CompileError,
     },
 }
 
@@ -259,7 +133,7 @@ pub fn load_with_findings(dir: &Path) -> Result<(Option<Store>, Findings), LoadE
                     line: 1,
                     column: 1,
                 };
-                part.1.push(FindingType::Error, "UNREADABLE_FILE", loc, msg);
+                part.1.push(IssueCode::UnreadableFile, loc, msg);
             }
         }
     });
@@ -350,8 +224,7 @@ fn merge(
                     column: 1,
                 };
                 findings.push(
-                    FindingType::Error,
-                    "INTERNAL_ERROR",
+                    IssueCode::InternalError,
                     loc,
                     format!("reading this file and up to {} after it failed unexpectedly; the store is rejected", CHUNK - 1),
                 );
@@ -362,8 +235,7 @@ fn merge(
         // Some files were left unread: checks across files would only
         // report what they define as missing.
         findings.push(
-            FindingType::Error,
-            "STORE_TOO_LARGE",
+            IssueCode::StoreTooLarge,
             Location {
                 file: ".".into(),
                 path: "$".into(),
@@ -534,7 +406,7 @@ mod tests {
     fn unreadable(findings: &Findings) -> Vec<(String, String)> {
         findings
             .iter()
-            .filter(|f| f.issue_code == "UNREADABLE_FILE")
+            .filter(|f| f.issue_code == IssueCode::UnreadableFile)
             .map(|f| (f.location.file.to_string(), f.message.clone()))
             .collect()
     }
@@ -626,7 +498,7 @@ mod tests {
         assert!(store.is_none());
         let dups: Vec<String> = findings
             .iter()
-            .filter(|f| f.issue_code == "DUPLICATE_ENTITY")
+            .filter(|f| f.issue_code == IssueCode::DuplicateEntity)
             .map(|f| format!("{}: {}", f.location.file, f.message))
             .collect();
         assert_eq!(dups.len(), 3, "{dups:?}");
@@ -685,7 +557,7 @@ mod tests {
         let (store, findings) = merge(failed, false, |i| Some(format!("file-{i}.json")));
         assert!(store.is_none());
         let f = findings.errors().next().unwrap();
-        assert_eq!(f.issue_code, "INTERNAL_ERROR");
+        assert_eq!(f.issue_code, IssueCode::InternalError);
         assert_eq!(&*f.location.file, format!("file-{CHUNK}.json"));
     }
 
@@ -705,7 +577,7 @@ mod tests {
         let errors: Vec<_> = findings.errors().collect();
         assert_eq!(errors.len(), 1, "{findings:?}");
         let f = errors[0];
-        assert_eq!(f.issue_code, "FILE_TOO_COMPLEX");
+        assert_eq!(f.issue_code, IssueCode::FileTooComplex);
         assert_eq!(&*f.location.file, "dense.json");
         assert_eq!(f.location.line, 2);
         // Stopped inside `x`, well before its end.
@@ -732,7 +604,7 @@ mod tests {
             .errors()
             .map(|f| (f.issue_code, f.location.path.as_str()))
             .collect();
-        assert_eq!(codes, [("FILE_TOO_COMPLEX", "Policy")]);
+        assert_eq!(codes, [(IssueCode::FileTooComplex, "Policy")]);
     }
 
     #[test]
@@ -754,8 +626,8 @@ mod tests {
         assert_eq!(
             got,
             [
-                ("deep.json", "JSON_SYNTAX_ERROR", true),
-                ("embedded.json", "JSON_SYNTAX_ERROR", true)
+                ("deep.json", IssueCode::JsonSyntaxError, true),
+                ("embedded.json", IssueCode::JsonSyntaxError, true)
             ]
         );
     }
@@ -773,22 +645,26 @@ mod tests {
         assert!(store.is_none());
         let store_errors: Vec<_> = findings
             .errors()
-            .filter(|f| f.issue_code == "STORE_TOO_LARGE")
+            .filter(|f| f.issue_code == IssueCode::StoreTooLarge)
             .collect();
         assert_eq!(store_errors.len(), 1, "{store_errors:?}");
         assert_eq!(&*store_errors[0].location.file, ".");
         // Reading stopped: not every file was read.
         let read = findings
             .iter()
-            .filter(|f| f.issue_code == "UNRECOGNIZED_FILE")
+            .filter(|f| f.issue_code == IssueCode::UnrecognizedFile)
             .count();
         assert!(read < count, "{read} of {count}");
-        assert!(!findings.iter().any(|f| f.issue_code == "FILE_TOO_COMPLEX"));
+        assert!(!findings
+            .iter()
+            .any(|f| f.issue_code == IssueCode::FileTooComplex));
 
         // A fraction of them is a store like any.
         let few = STORE_BUDGET_BASE / excess / 2;
         let (_, findings) = from_texts(names.iter().take(few).map(|n| (n.as_str(), file.as_str())));
-        assert!(!findings.iter().any(|f| f.issue_code == "STORE_TOO_LARGE"));
+        assert!(!findings
+            .iter()
+            .any(|f| f.issue_code == IssueCode::StoreTooLarge));
     }
 
     #[test]
@@ -826,9 +702,9 @@ mod tests {
         assert_eq!(
             got,
             [
-                ("r.json", "INVALID_ARN", "ResourceArn"),
-                ("u.json", "INVALID_ARN", "UserDetailList[0].Arn"),
-                ("m.json", "INVALID_ARN", "Policies[0].Arn"),
+                ("r.json", IssueCode::InvalidArn, "ResourceArn"),
+                ("u.json", IssueCode::InvalidArn, "UserDetailList[0].Arn"),
+                ("m.json", IssueCode::InvalidArn, "Policies[0].Arn"),
             ]
         );
         for f in findings.errors() {
@@ -864,7 +740,7 @@ mod tests {
         assert!(store.is_some(), "{findings:?}");
         let got: Vec<String> = findings
             .iter()
-            .filter(|f| f.issue_code == "RESOURCE_MISMATCH")
+            .filter(|f| f.issue_code == IssueCode::ResourceMismatch)
             .map(|f| f.location.to_string())
             .collect();
         // Statements written as objects point at themselves; an embedded
@@ -888,5 +764,116 @@ mod tests {
                 "embedded.json:2:11: Policy.Statement[0]".to_owned(),
             ]
         );
+    }
+}
+
+/// Loading and compiling together: what the engine makes of a loaded store.
+#[cfg(test)]
+mod compile_tests {
+    use super::from_texts;
+    use crate::engine::{CompileError, IdSpace, Snapshot, StatementIndex};
+
+    #[test]
+    fn a_store_beyond_the_id_space_is_an_error_not_a_saturated_id() {
+        // One statement per function: a policy's own size limit stays far.
+        let statements = 1_000;
+        let arn = |i: usize| format!("arn:aws:lambda:us-east-1:111122223333:function:f{i}");
+        let texts: Vec<_> = (0..statements)
+            .map(|i| {
+                let statement = serde_json::json!({"Effect": "Allow",
+                    "Principal": {"AWS": "111122223333"}, "Action": "lambda:*", "Resource": arn(i)});
+                let text = serde_json::json!({"ResourceArn": arn(i),
+                    "Policy": {"Version": "2012-10-17", "Statement": statement}});
+                (format!("f{i}.json"), text.to_string())
+            })
+            .collect();
+        let (store, findings) = from_texts(texts.iter().map(|(n, t)| (n.as_str(), t.as_str())));
+        let store = store.unwrap_or_else(|| panic!("{findings:?}"));
+
+        let fits = Snapshot::compile_within(store.clone(), statements).unwrap();
+        assert_eq!(fits.stats().statements, statements);
+        let last = fits.resource(&arn(statements - 1)).unwrap().index.policies[0];
+        assert_eq!(
+            fits.policy(last).unwrap().statements.end as usize,
+            statements
+        );
+
+        let err = Snapshot::compile_within(store, statements - 1).unwrap_err();
+        assert_eq!(
+            err,
+            CompileError::TooLarge {
+                space: IdSpace::Statements,
+                limit: statements - 1
+            }
+        );
+        assert_eq!(
+            err.to_string(),
+            "the store holds more statements than a snapshot can number (at most 999)"
+        );
+    }
+
+    /// The sids of the statements an index offers for `action`.
+    fn sids(snap: &Snapshot, index: &StatementIndex, action: &str) -> Vec<String> {
+        index
+            .candidates(snap.action_id(action))
+            .filter_map(|(_, id)| snap.statement(id)?.sid.as_deref().map(str::to_owned))
+            .collect()
+    }
+
+    #[test]
+    fn function_policies_compiled_apart_are_renumbered_into_place() {
+        // The user's policy makes this thread intern `example:alpha` first;
+        // the function policy, compiled on the other thread, names `beta`
+        // before `alpha`, so its action ids arrive in the other order.
+        let user = r#"{"AccountId": "111122223333", "UserDetailList": [{"UserName": "u", "Arn": "arn:aws:iam::111122223333:user/u",
+            "UserPolicyList": [{"PolicyName": "p", "PolicyDocument": {"Version": "2012-10-17", "Statement": [
+                {"Sid": "UserAlpha", "Effect": "Allow", "Action": "example:Alpha", "Resource": "*"}]}}]}]}"#;
+        let function = |name: &str| {
+            format!(
+                r#"{{"ResourceArn": "arn:aws:lambda:us-east-1:111122223333:function:{name}", "Policy": {{"Version": "2012-10-17", "Statement": [
+                {{"Sid": "{name}Beta", "Effect": "Allow", "Principal": {{"AWS": "111122223333"}}, "Action": "example:Beta", "Resource": "arn:aws:lambda:us-east-1:111122223333:function:{name}"}},
+                {{"Sid": "{name}Both", "Effect": "Allow", "Principal": {{"AWS": "111122223333"}}, "Action": ["example:Beta", "example:Alpha"], "Resource": "arn:aws:lambda:us-east-1:111122223333:function:{name}"}},
+                {{"Sid": "{name}Any", "Effect": "Deny", "Principal": {{"AWS": "111122223333"}}, "Action": "example:*", "Resource": "arn:aws:lambda:us-east-1:111122223333:function:{name}"}}]}}}}"#
+            )
+        };
+        let (f, g) = (function("f"), function("g"));
+        let (store, findings) = from_texts([("u.json", user), ("f.json", &*f), ("g.json", &*g)]);
+        let snap =
+            Snapshot::compile_owned(store.unwrap_or_else(|| panic!("{findings:?}"))).unwrap();
+        assert_eq!(snap.stats().statements, 7);
+
+        let user = snap.user("111122223333", "u").unwrap();
+        assert_eq!(
+            sids(&snap, &user.permissions, "example:alpha"),
+            ["UserAlpha"]
+        );
+        for name in ["f", "g"] {
+            let arn = format!("arn:aws:lambda:us-east-1:111122223333:function:{name}");
+            let entry = snap.resource(&arn).unwrap();
+            assert_eq!(
+                sids(&snap, &entry.index, "example:alpha"),
+                [format!("{name}Both"), format!("{name}Any")]
+            );
+            assert_eq!(
+                sids(&snap, &entry.index, "example:beta"),
+                [
+                    format!("{name}Beta"),
+                    format!("{name}Both"),
+                    format!("{name}Any")
+                ]
+            );
+            assert_eq!(
+                sids(&snap, &entry.index, "example:gamma"),
+                [format!("{name}Any")]
+            );
+            // Each statement points at its own policy, and the policy at its statements.
+            let policy = snap.policy(entry.index.policies[0]).unwrap();
+            assert_eq!(&*policy.name, arn);
+            for id in policy.statements.clone() {
+                let s = snap.statement(id).unwrap();
+                assert_eq!(s.policy, entry.index.policies[0]);
+                assert!(s.sid.as_deref().unwrap().starts_with(name));
+            }
+        }
     }
 }

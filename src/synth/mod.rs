@@ -643,7 +643,7 @@ mod tests {
             crate::store::from_texts(files.iter().map(|(n, t)| (n.as_str(), t.as_str())));
         let store =
             store.unwrap_or_else(|| panic!("{:?}", findings.errors().take(3).collect::<Vec<_>>()));
-        let snap = Snapshot::compile(&store);
+        let snap = Snapshot::compile(&store).unwrap();
         let n = snap.stats().statements;
         assert!((1_500..3_000).contains(&n), "{n} statements");
         let now = jiff::Timestamp::from_second(1_780_000_000).unwrap();
@@ -652,7 +652,7 @@ mod tests {
             let req =
                 Request::new(&probe.principal, probe.action, &probe.resource, &ctx, now).unwrap();
             assert_eq!(
-                engine::decide(&snap, &req).kind.as_str(),
+                engine::decide(&snap, &req).kind().as_str(),
                 probe.expect,
                 "{}",
                 probe.name

@@ -36,7 +36,7 @@ use iamd::catalog::{self, KeyType};
 use iamd::policy::condition::{BaseOperator, Clause, ClauseValues};
 use iamd::policy::pattern::{NoVars, Pattern};
 use iamd::policy::{ActionElement, Effect, PrincipalSpec, ResourceElement, Statement};
-use iamd::store::Store;
+use iamd::model::Store;
 
 /// A translation failure: a construct this translation does not express.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -932,7 +932,8 @@ impl Fixture {
             let first: Vec<String> = findings.errors().take(3).map(|f| f.to_string()).collect();
             return unsupported(format!("the generated store is rejected: {first:?}"));
         };
-        let snapshot = iamd::engine::Snapshot::compile(&store);
+        let snapshot =
+            iamd::engine::Snapshot::compile(&store).expect("the generated store compiles");
         let probes = iamd::synth::probe_requests();
         let cedar = CedarStore::translate(&store, probes.iter().map(|p| p.resource.as_str()))?;
         let contexts = probes
