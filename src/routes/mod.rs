@@ -435,8 +435,12 @@ impl RouteTable {
         // names no function). No two routes of a method overlap but by
         // their query requirement (a unit test checks), so refusing here
         // passes over no other route.
-        if found.params.iter().any(|(_, v)| v.is_empty()) {
-            return Err(no_route());
+        let mut captured: [Cow<'_, str>; MAX_CAPTURES] = Default::default();
+        for (slot, (_, v)) in captured.iter_mut().zip(found.params.iter()) {
+            if v.is_empty() {
+                return Err(no_route());
+            }
+            *slot = decode(v);
         }
         let route = found
             .value
@@ -453,10 +457,6 @@ impl RouteTable {
             operation: route.operation,
             reason,
         };
-        let mut captured: [Cow<'_, str>; MAX_CAPTURES] = Default::default();
-        for (slot, (_, v)) in captured.iter_mut().zip(found.params.iter()) {
-            *slot = decode(v);
-        }
         // One value per parameter: Lambda reads one, and an upstream that
         // reads another copy than iamd did must not be possible.
         let mut tag_keys: Vec<String> = Vec::new();
