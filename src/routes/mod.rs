@@ -106,18 +106,17 @@ const MAX_CAPTURES: usize = 4;
 const MAX_BODY_CAPTURES: usize = 2;
 
 /// Where a template's `${Name}` takes its value, settled when the table
-/// compiles. A name the path captures comes from the path (a query
-/// parameter of that name is refused); any other from the query or, for a
-/// route's `body_captures`, the JSON body.
+/// compiles. A name the path captures comes from the path, one of a route's
+/// `body_captures` from the JSON body (a query parameter of either name is
+/// refused); any other from the query.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Source {
     /// The path's n-th capture.
     Path(usize),
     /// The query parameter of exactly this name.
     Query(&'static str),
-    /// The query parameter of this name if given, else the route's n-th
-    /// body capture.
-    QueryOrBody(&'static str, usize),
+    /// The route's n-th body capture.
+    Body(usize),
 }
 
 impl Source {
@@ -125,7 +124,7 @@ impl Source {
         if let Some(i) = captures.iter().position(|c| *c == name) {
             Source::Path(i)
         } else if let Some(i) = body.iter().position(|b| *b == name) {
-            Source::QueryOrBody(name, i)
+            Source::Body(i)
         } else {
             Source::Query(name)
         }
@@ -477,6 +476,18 @@ impl RouteTable {
                     crate::finding::echo(k)
                 )));
             }
+            // The body names what Lambda acts on (CreateFunction's function);
+            // Lambda ignores a query parameter of the same name.
+            if let Some(b) = route
+                .body_captures
+                .iter()
+                .find(|b| b.eq_ignore_ascii_case(k))
+            {
+                return Err(unresolvable(format!(
+                    "the query parameter `{}` repeats the request body's `{b}`",
+                    crate::finding::echo(k)
+                )));
+            }
             if query[..i]
                 .iter()
                 .any(|(other, _)| other.eq_ignore_ascii_case(k))
@@ -508,9 +519,7 @@ impl RouteTable {
         let value = |source: Source| match source {
             Source::Path(i) => captured.get(i).map(AsRef::as_ref),
             Source::Query(name) => query_value(&query, name),
-            Source::QueryOrBody(name, i) => {
-                query_value(&query, name).or_else(|| from_body.get(i).copied())
-            }
+            Source::Body(i) => from_body.get(i).copied(),
         };
         let mut resolved = expand(&route.resource, &value, defaults).map_err(unresolvable)?;
         // lambda:FunctionArn, for the actions that support it, from a
@@ -1262,6 +1271,31 @@ mod tests {
                 assert!(!overlap, "{} {} and {}", a.method, a.path, b.path);
             }
         }
+    }
+
+    /// CreateFunction creates the function its body names; Lambda ignores a
+    /// `FunctionName` query parameter, so it must not name the resource.
+    #[test]
+    fn a_query_parameter_cannot_stand_in_for_a_body_member() {
+        let e = resolve_body(
+            "POST",
+            "/2015-03-31/functions?FunctionName=allowed-fn",
+            Body::Complete(r#"{"FunctionName": "other-fn"}"#),
+        )
+        .unwrap_err();
+        assert!(
+            e.to_string().contains(
+                "the query parameter `FunctionName` repeats the request body's `FunctionName`"
+            ),
+            "{e}"
+        );
+        let e = resolve_body(
+            "POST",
+            "/2025-11-30/capacity-providers?capacityprovidername=a",
+            Body::Complete(r#"{"CapacityProviderName": "b"}"#),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("repeats the request body's"), "{e}");
     }
 
     #[test]
