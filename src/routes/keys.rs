@@ -11,6 +11,7 @@
 use serde_json::{Map, Value};
 
 use super::{ArnDefaults, FunctionRef};
+use crate::catalog::ActionInfo;
 
 /// What the call itself says about the action's condition keys.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -133,10 +134,11 @@ fn function_configuration(body: &Body<'_>, out: &mut CallKeys) -> Result<(), Str
     Ok(())
 }
 
-/// Derives the keys of `action` from the call. `body` is `None` when the
-/// action does not read it; `function_arn` is the unqualified ARN of a
+/// Derives the keys of `action` (`info`, its reference entry) from the
+/// call. `body` is `None` when the action does not read it; `function_arn` is the unqualified ARN of a
 /// function the path names; `tag_keys` are the query's `tagKeys`.
 pub(super) fn derive(
+    info: Option<&'static ActionInfo>,
     action: &str,
     body: Option<&Map<String, Value>>,
     function_arn: Option<&str>,
@@ -150,7 +152,6 @@ pub(super) fn derive(
     let mut handled: Vec<&str> = Vec::new();
     let function_from_body =
         |name: &str| -> Result<String, String> { FunctionRef::parse(name)?.arn(defaults, None) };
-    let info = crate::catalog::lambda_action(action);
     match info.map_or(action, |a| a.name) {
         "lambda:CreateEventSourceMapping" => {
             let f = function_from_body(body.required_string("FunctionName")?)?;

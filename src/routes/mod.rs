@@ -2,10 +2,15 @@
 //! and resource ARN it is authorized as.
 //!
 //! The route table is `data/lambda-rest-routes.tsv` (every operation of the
-//! botocore Lambda models). Function names follow Lambda's `FunctionName`
-//! rules: a name, `name:qualifier`, a partial ARN `ACCOUNT:function:NAME` or a
-//! full ARN, with the `Qualifier` query parameter selecting a version or alias
-//! ARN; region and account come from the ARN or from configuration.
+//! botocore Lambda models). It is compiled once, at start-up: one `matchit`
+//! router per method, each resource template parsed into typed parts, and
+//! every `${Name}` a template reads tied to where its value comes from (a
+//! path capture, a query parameter or a body member), so a call costs one
+//! router lookup and reads nothing but its own text. Function names follow
+//! Lambda's `FunctionName` rules: a name, `name:qualifier`, a partial ARN
+//! `ACCOUNT:function:NAME` or a full ARN, with the `Qualifier` query
+//! parameter selecting a version or alias ARN; region and account come from
+//! the ARN or from configuration.
 //!
 //! Resolution fails closed: a call whose decision needs its body gets none
 //! unless the proxy sent all of it as JSON, a query parameter given twice
@@ -17,6 +22,7 @@ mod keys;
 use std::borrow::Cow;
 use std::sync::LazyLock;
 
+use crate::catalog::ActionInfo;
 use crate::policy::arn::{is_account_id, Arn};
 
 /// Where ARNs that the path does not spell out come from.
@@ -93,81 +99,291 @@ pub enum RouteError {
     },
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Seg {
-    Lit(&'static str),
-    Capture(&'static str),
+/// Most captures in one route's path (the table's longest has three), so a
+/// call's decoded captures fit in an array.
+const MAX_CAPTURES: usize = 4;
+/// Most body members one route's resource reads.
+const MAX_BODY_CAPTURES: usize = 2;
+
+/// Where a template's `${Name}` takes its value, settled when the table
+/// compiles. A name the path captures comes from the path, one of a route's
+/// `body_captures` from the JSON body (a query parameter of either name is
+/// refused); any other from the query.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Source {
+    /// The path's n-th capture.
+    Path(usize),
+    /// The query parameter of exactly this name.
+    Query(&'static str),
+    /// The route's n-th body capture.
+    Body(usize),
 }
 
-#[derive(Debug, Clone)]
+impl Source {
+    fn of(name: &'static str, captures: &[&'static str], body: &[&'static str]) -> Source {
+        if let Some(i) = captures.iter().position(|c| *c == name) {
+            Source::Path(i)
+        } else if let Some(i) = body.iter().position(|b| *b == name) {
+            Source::Body(i)
+        } else {
+            Source::Query(name)
+        }
+    }
+}
+
+/// A piece of an ARN template.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Part {
+    Lit(&'static str),
+    Partition,
+    Region,
+    Account,
+    /// A captured identifier; a captured value that is itself an ARN is the
+    /// whole resource.
+    Var(&'static str, Source),
+}
+
+/// What a function ARN template does with a qualifier.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Qualified {
+    /// `...function:${FunctionName}`: the unqualified function.
+    Never,
+    /// `...function:${FunctionName}[:${Qualifier}]`.
+    IfGiven,
+    /// `...function:${FunctionName}:${Qualifier}`.
+    Always,
+}
+
+/// A route's resource template, parsed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Resource {
+    /// `*`: the action has no resource-level permissions.
+    Any,
+    /// `${ResourceArn}`: the captured value is the ARN.
+    Whole(&'static str, Source),
+    /// `arn:${Partition}:lambda:${Region}:${Account}:function:${FunctionName}`
+    /// and its qualifier, by Lambda's `FunctionName` rules.
+    Function {
+        name: Source,
+        qualifier: Source,
+        qualified: Qualified,
+    },
+    /// Any other ARN template.
+    Template(Box<[Part]>),
+}
+
+const FUNCTION_TEMPLATE: &str =
+    "arn:${Partition}:lambda:${Region}:${Account}:function:${FunctionName}";
+
+impl Resource {
+    fn compile(
+        template: &'static str,
+        captures: &[&'static str],
+        body: &[&'static str],
+    ) -> Result<Resource, String> {
+        let source = |name| Source::of(name, captures, body);
+        if template == "*" {
+            return Ok(Resource::Any);
+        }
+        if template.contains("${FunctionName}") {
+            let qualified = match template.strip_prefix(FUNCTION_TEMPLATE) {
+                Some("") => Qualified::Never,
+                Some("[:${Qualifier}]") => Qualified::IfGiven,
+                Some(":${Qualifier}") => Qualified::Always,
+                _ => {
+                    return Err(format!(
+                        "the function ARN template `{template}` has an unknown form"
+                    ))
+                }
+            };
+            return Ok(Resource::Function {
+                name: source("FunctionName"),
+                qualifier: source("Qualifier"),
+                qualified,
+            });
+        }
+        if let Some(name) = template
+            .strip_prefix("${")
+            .and_then(|t| t.strip_suffix('}'))
+            .filter(|n| !n.contains(['$', '{', '}']))
+        {
+            return Ok(Resource::Whole(name, source(name)));
+        }
+        let mut parts = Vec::new();
+        let mut rest = template;
+        while let Some(start) = rest.find("${") {
+            if start > 0 {
+                parts.push(Part::Lit(&rest[..start]));
+            }
+            let after = &rest[start + 2..];
+            let end = after
+                .find('}')
+                .ok_or_else(|| format!("bad resource template `{template}`"))?;
+            parts.push(match &after[..end] {
+                "Partition" => Part::Partition,
+                "Region" => Part::Region,
+                "Account" => Part::Account,
+                name => Part::Var(name, source(name)),
+            });
+            rest = &after[end + 1..];
+        }
+        if !rest.is_empty() {
+            parts.push(Part::Lit(rest));
+        }
+        Ok(Resource::Template(parts.into()))
+    }
+}
+
+/// One row of the table, compiled.
+#[derive(Debug)]
 struct Route {
     method: &'static str,
-    segments: Vec<Seg>,
+    /// The path template, as the router reads it (`/2015-03-31/functions/{FunctionName}`).
+    path: &'static str,
+    /// The names of the path's captures, in order (the router's values come in that order).
+    captures: Box<[&'static str]>,
     /// A `name=value` the query must contain (`find=LayerVersion`).
     query: Option<(&'static str, &'static str)>,
     action: &'static str,
-    resource: &'static str,
-    body_captures: Vec<&'static str>,
+    /// The Service Authorization Reference's entry for the action.
+    info: Option<&'static ActionInfo>,
+    resource: Resource,
+    body_captures: Box<[&'static str]>,
+    /// Deciding needs the JSON body (a body capture, or the action's keys).
+    needs_body: bool,
+    /// Where the function of `lambda:FunctionArn` comes from when the
+    /// resource does not name one; none when the body names it (the keys
+    /// read it there).
+    function_name: Option<Source>,
+    /// The action takes `lambda:FunctionArn`.
+    takes_function_arn: bool,
     operation: &'static str,
 }
 
-/// The Lambda REST routes.
-pub struct RouteTable {
-    routes: Vec<Route>,
+impl Route {
+    fn compile(line: &'static str) -> Result<Route, String> {
+        let cols: Vec<&'static str> = line.split('\t').collect();
+        let col = |i: usize| {
+            cols.get(i)
+                .copied()
+                .ok_or_else(|| format!("the route `{line}` has no column {}", i + 1))
+        };
+        let method = col(0)?;
+        let (path, query) = match col(1)?.split_once('?') {
+            Some((p, q)) => {
+                let q = q
+                    .split_once('=')
+                    .ok_or_else(|| format!("the route `{line}` has a query without `=`"))?;
+                (p, Some(q))
+            }
+            None => (col(1)?, None),
+        };
+        if !path.starts_with('/') {
+            return Err(format!("the route `{line}` has a relative path"));
+        }
+        let captures: Box<[&'static str]> = path
+            .split('/')
+            .filter_map(|s| s.strip_prefix('{').and_then(|s| s.strip_suffix('}')))
+            .collect();
+        if captures.len() > MAX_CAPTURES {
+            return Err(format!(
+                "the route `{line}` has over {MAX_CAPTURES} captures"
+            ));
+        }
+        let action = col(2)?;
+        let body_captures: Box<[&'static str]> = cols
+            .get(4)
+            .map(|b| b.split(',').filter(|s| !s.is_empty()).collect())
+            .unwrap_or_default();
+        if body_captures.len() > MAX_BODY_CAPTURES {
+            return Err(format!(
+                "the route `{line}` has over {MAX_BODY_CAPTURES} body captures"
+            ));
+        }
+        let resource = Resource::compile(col(3)?, &captures, &body_captures)?;
+        let info = crate::catalog::lambda_action(action);
+        Ok(Route {
+            method,
+            path,
+            query,
+            action,
+            info,
+            needs_body: !body_captures.is_empty() || keys::reads_body(action),
+            function_name: (!body_captures.contains(&"FunctionName"))
+                .then(|| Source::of("FunctionName", &captures, &body_captures)),
+            takes_function_arn: info.is_some_and(|a| a.supports_key("lambda:FunctionArn")),
+            resource,
+            captures,
+            body_captures,
+            operation: cols.get(5).copied().unwrap_or_default(),
+        })
+    }
+
+    /// Literal segments of the path: the more, the more specific the route.
+    fn literals(&self) -> usize {
+        self.path.split('/').skip(1).count() - self.captures.len()
+    }
 }
 
-static LAMBDA: LazyLock<RouteTable> =
-    LazyLock::new(|| RouteTable::parse(include_str!("../../data/lambda-rest-routes.tsv")));
+/// The Lambda REST routes, compiled.
+#[derive(Debug, Default)]
+pub struct RouteTable {
+    /// Most specific first: a query requirement, then more literal segments.
+    routes: Vec<Route>,
+    /// Per method, a router from the path to its routes (indices into
+    /// `routes`; several only where a query requirement tells them apart,
+    /// the ones with one first).
+    methods: Vec<(&'static str, matchit::Router<Box<[usize]>>)>,
+}
+
+static LAMBDA: LazyLock<RouteTable> = LazyLock::new(|| {
+    RouteTable::compile(include_str!("../../data/lambda-rest-routes.tsv")).unwrap_or_else(|e| {
+        // Fail closed: no route resolves. The unit tests compile the table.
+        tracing::error!(error = %e, "the Lambda route table does not compile; every call will be denied");
+        RouteTable::default()
+    })
+});
 
 impl RouteTable {
+    /// The table of `data/lambda-rest-routes.tsv`, compiled on first use.
     pub fn lambda() -> &'static RouteTable {
         &LAMBDA
     }
 
-    fn parse(text: &'static str) -> RouteTable {
-        let mut routes: Vec<Route> = text
+    fn compile(text: &'static str) -> Result<RouteTable, String> {
+        let mut routes = text
             .lines()
             .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
             .skip(1)
-            .filter_map(|line| {
-                let cols: Vec<&'static str> = line.split('\t').collect();
-                let (path, query) = match cols.get(1)?.split_once('?') {
-                    Some((p, q)) => (p, q.split_once('=')),
-                    None => (*cols.get(1)?, None),
-                };
-                Some(Route {
-                    method: cols.first()?,
-                    segments: path
-                        .split('/')
-                        .skip(1)
-                        .map(
-                            |s| match s.strip_prefix('{').and_then(|s| s.strip_suffix('}')) {
-                                Some(name) => Seg::Capture(name.trim_end_matches('+')),
-                                None => Seg::Lit(s),
-                            },
-                        )
-                        .collect(),
-                    query,
-                    action: cols.get(2)?,
-                    resource: cols.get(3)?,
-                    body_captures: cols
-                        .get(4)
-                        .map(|b| b.split(',').filter(|s| !s.is_empty()).collect())
-                        .unwrap_or_default(),
-                    operation: cols.get(5).copied().unwrap_or_default(),
-                })
-            })
-            .collect();
-        // Most specific first: a query requirement, then more literal segments.
-        routes.sort_by_key(|r| {
-            let literals = r
-                .segments
-                .iter()
-                .filter(|s| matches!(s, Seg::Lit(_)))
-                .count();
-            (r.query.is_none(), std::cmp::Reverse(literals))
-        });
-        RouteTable { routes }
+            .map(Route::compile)
+            .collect::<Result<Vec<Route>, String>>()?;
+        routes.sort_by_key(|r| (r.query.is_none(), std::cmp::Reverse(r.literals())));
+        // Routes of one method and path share a router entry.
+        let mut entries: Vec<(&'static str, &'static str, Vec<usize>)> = Vec::new();
+        for (i, r) in routes.iter().enumerate() {
+            match entries
+                .iter_mut()
+                .find(|(m, p, _)| *m == r.method && *p == r.path)
+            {
+                Some((_, _, ids)) => ids.push(i),
+                None => entries.push((r.method, r.path, vec![i])),
+            }
+        }
+        let mut methods: Vec<(&'static str, matchit::Router<Box<[usize]>>)> = Vec::new();
+        for (method, path, ids) in entries {
+            let i = match methods.iter().position(|(m, _)| *m == method) {
+                Some(i) => i,
+                None => {
+                    methods.push((method, matchit::Router::new()));
+                    methods.len() - 1
+                }
+            };
+            methods[i]
+                .1
+                .insert(path, ids.into_boxed_slice())
+                .map_err(|e| format!("the route `{method} {path}` does not fit the router: {e}"))?;
+        }
+        Ok(RouteTable { routes, methods })
     }
 
     pub fn len(&self) -> usize {
@@ -181,14 +397,7 @@ impl RouteTable {
     /// Every route as `(method, path template, action)`, for tests and docs.
     pub fn routes(&self) -> impl Iterator<Item = (&'static str, String, &'static str)> + '_ {
         self.routes.iter().map(|r| {
-            let mut path: String = r
-                .segments
-                .iter()
-                .map(|s| match s {
-                    Seg::Lit(l) => format!("/{l}"),
-                    Seg::Capture(c) => format!("/{{{c}}}"),
-                })
-                .collect();
+            let mut path = r.path.to_owned();
             if let Some((k, v)) = r.query {
                 path.push_str(&format!("?{k}={v}"));
             }
@@ -203,7 +412,6 @@ impl RouteTable {
         defaults: &ArnDefaults,
     ) -> Result<Resolved, RouteError> {
         let (path, query) = call.path.split_once('?').unwrap_or((call.path, ""));
-        let parts: Vec<&str> = path.split('/').skip(1).collect();
         let query: Vec<(Cow<'_, str>, Cow<'_, str>)> = query
             .split('&')
             .filter(|p| !p.is_empty())
@@ -212,38 +420,42 @@ impl RouteTable {
                 (decode(k), decode(v))
             })
             .collect();
-        let route = self
-            .routes
+        let no_route = || RouteError::NoRoute {
+            method: call.method.to_owned(),
+            path: crate::finding::echo(call.path).to_string(),
+        };
+        let found = self
+            .methods
             .iter()
+            .find(|(m, _)| m.eq_ignore_ascii_case(call.method))
+            .and_then(|(_, router)| router.at(path).ok())
+            .ok_or_else(no_route)?;
+        // A capture is a whole, non-empty segment (`/functions//invocations`
+        // names no function). No two routes of a method overlap but by
+        // their query requirement (a unit test checks), so refusing here
+        // passes over no other route.
+        let mut captured: [Cow<'_, str>; MAX_CAPTURES] = Default::default();
+        for (slot, (_, v)) in captured.iter_mut().zip(found.params.iter()) {
+            if v.is_empty() {
+                return Err(no_route());
+            }
+            *slot = decode(v);
+        }
+        let route = found
+            .value
+            .iter()
+            .filter_map(|&i| self.routes.get(i))
             .find(|r| {
-                r.method.eq_ignore_ascii_case(call.method)
-                    && r.segments.len() == parts.len()
-                    && r.segments.iter().zip(&parts).all(|(s, p)| match s {
-                        Seg::Lit(l) => l == p,
-                        Seg::Capture(_) => !p.is_empty(),
-                    })
-                    && r.query
-                        .is_none_or(|(k, v)| query.iter().any(|(qk, qv)| qk == k && qv == v))
+                r.query
+                    .is_none_or(|(k, v)| query.iter().any(|(qk, qv)| qk == k && qv == v))
             })
-            .ok_or_else(|| RouteError::NoRoute {
-                method: call.method.to_owned(),
-                path: crate::finding::echo(call.path).to_string(),
-            })?;
+            .ok_or_else(no_route)?;
         let unresolvable = |reason: String| RouteError::Unresolvable {
             method: call.method.to_owned(),
             path: crate::finding::echo(call.path).to_string(),
             operation: route.operation,
             reason,
         };
-        let mut captures: Vec<(&str, Cow<'_, str>)> = route
-            .segments
-            .iter()
-            .zip(&parts)
-            .filter_map(|(s, p)| match s {
-                Seg::Capture(name) => Some((*name, decode(p))),
-                Seg::Lit(_) => None,
-            })
-            .collect();
         // One value per parameter: Lambda reads one, and an upstream that
         // reads another copy than iamd did must not be possible.
         let mut tag_keys: Vec<String> = Vec::new();
@@ -258,9 +470,21 @@ impl RouteTable {
                     crate::finding::echo(k)
                 )));
             }
-            if let Some((c, _)) = captures.iter().find(|(c, _)| c.eq_ignore_ascii_case(k)) {
+            if let Some(c) = route.captures.iter().find(|c| c.eq_ignore_ascii_case(k)) {
                 return Err(unresolvable(format!(
                     "the query parameter `{}` repeats the path's `{c}`",
+                    crate::finding::echo(k)
+                )));
+            }
+            // The body names what Lambda acts on (CreateFunction's function);
+            // Lambda ignores a query parameter of the same name.
+            if let Some(b) = route
+                .body_captures
+                .iter()
+                .find(|b| b.eq_ignore_ascii_case(k))
+            {
+                return Err(unresolvable(format!(
+                    "the query parameter `{}` repeats the request body's `{b}`",
                     crate::finding::echo(k)
                 )));
             }
@@ -274,44 +498,15 @@ impl RouteTable {
                 )));
             }
         }
-        captures.extend(
-            query
-                .iter()
-                .filter(|(k, _)| k != "tagKeys")
-                .map(|(k, v)| (k.as_ref(), v.clone())),
-        );
-        let needs_body = !route.body_captures.is_empty() || keys::reads_body(route.action);
-        let body: Option<serde_json::Map<String, serde_json::Value>> = if needs_body {
-            let text = match call.body {
-                Body::Complete(text) if !text.trim().is_empty() => text,
-                Body::Complete(_) | Body::Absent => {
-                    return Err(unresolvable(
-                        "deciding it needs the JSON request body, which did not reach iamd (configure the proxy to send it: Envoy's `with_request_body`)".into(),
-                    ))
-                }
-                Body::Truncated => {
-                    return Err(unresolvable(
-                        "deciding it needs the whole JSON request body and the proxy sent only its first bytes (raise Envoy's `with_request_body.max_request_bytes`)".into(),
-                    ))
-                }
-                Body::NotText => {
-                    return Err(unresolvable("its request body is not UTF-8 JSON".into()))
-                }
-            };
-            match serde_json::from_str::<serde_json::Value>(text) {
-                Ok(serde_json::Value::Object(map)) => Some(map),
-                Ok(_) => return Err(unresolvable("its request body is not a JSON object".into())),
-                Err(e) => {
-                    return Err(unresolvable(format!(
-                        "its request body is not valid JSON: {e}"
-                    )))
-                }
-            }
+        // The body is parsed here, once; the keys read the same map.
+        let body = if route.needs_body {
+            Some(json_body(call.body).map_err(unresolvable)?)
         } else {
             None
         };
-        for name in &route.body_captures {
-            let v = match body.as_ref().and_then(|b| b.get(*name)) {
+        let mut from_body: [&str; MAX_BODY_CAPTURES] = [""; MAX_BODY_CAPTURES];
+        for (slot, name) in from_body.iter_mut().zip(&route.body_captures) {
+            *slot = match body.as_ref().and_then(|b| b.get(*name)) {
                 Some(serde_json::Value::String(s)) => s.as_str(),
                 Some(_) => {
                     return Err(unresolvable(format!(
@@ -320,30 +515,27 @@ impl RouteTable {
                 }
                 None => return Err(unresolvable(format!("the request body has no `{name}`"))),
             };
-            captures.push((name, Cow::Borrowed(v)));
         }
-        let capture = |name: &str| {
-            captures
-                .iter()
-                .find(|(c, _)| *c == name)
-                .map(|(_, v)| v.as_ref())
+        let value = |source: Source| match source {
+            Source::Path(i) => captured.get(i).map(AsRef::as_ref),
+            Source::Query(name) => query_value(&query, name),
+            Source::Body(i) => from_body.get(i).copied(),
         };
-        let resolved = expand(route.resource, &capture, defaults).map_err(unresolvable)?;
+        let mut resolved = expand(&route.resource, &value, defaults).map_err(unresolvable)?;
         // lambda:FunctionArn, for the actions that support it, from a
         // function the path names (the body's are read with the keys).
-        let function_arn = match &resolved.function_arn {
-            Some(f) => Some(f.clone()),
-            None => capture("FunctionName")
-                .filter(|_| !route.body_captures.contains(&"FunctionName"))
+        let function_arn = match resolved.function_arn.take() {
+            Some(f) => Some(f),
+            None => route
+                .function_name
+                .and_then(value)
                 .map(|n| FunctionRef::parse(n).and_then(|f| f.arn(defaults, None)))
                 .transpose()
                 .map_err(unresolvable)?,
         }
-        .filter(|_| {
-            crate::catalog::lambda_action(route.action)
-                .is_some_and(|a| a.supports_key("lambda:FunctionArn"))
-        });
+        .filter(|_| route.takes_function_arn);
         let keys = keys::derive(
+            route.info,
             route.action,
             body.as_ref(),
             function_arn.as_deref(),
@@ -358,6 +550,29 @@ impl RouteTable {
             keys,
             ..resolved
         })
+    }
+}
+
+/// The JSON object a call's decision reads, or why there is none.
+fn json_body(body: Body<'_>) -> Result<serde_json::Map<String, serde_json::Value>, String> {
+    let text = match body {
+        Body::Complete(text) if !text.trim().is_empty() => text,
+        Body::Complete(_) | Body::Absent => {
+            return Err(
+                "deciding it needs the JSON request body, which did not reach iamd (configure the proxy to send it: Envoy's `with_request_body`)".into(),
+            )
+        }
+        Body::Truncated => {
+            return Err(
+                "deciding it needs the whole JSON request body and the proxy sent only its first bytes (raise Envoy's `with_request_body.max_request_bytes`)".into(),
+            )
+        }
+        Body::NotText => return Err("its request body is not UTF-8 JSON".into()),
+    };
+    match serde_json::from_str::<serde_json::Value>(text) {
+        Ok(serde_json::Value::Object(map)) => Ok(map),
+        Ok(_) => Err("its request body is not a JSON object".into()),
+        Err(e) => Err(format!("its request body is not valid JSON: {e}")),
     }
 }
 
@@ -460,10 +675,21 @@ impl<'a> FunctionRef<'a> {
                     self.name
                 )
             })?;
-        let mut arn = format!(
-            "arn:{partition}:lambda:{region}:{account}:function:{}",
-            self.name
+        let mut arn = String::with_capacity(
+            40 + partition.len() + region.len() + self.name.len() + qualifier.map_or(0, str::len),
         );
+        for part in [
+            "arn:",
+            partition,
+            ":lambda:",
+            region,
+            ":",
+            account,
+            ":function:",
+            self.name,
+        ] {
+            arn.push_str(part);
+        }
         if let Some(q) = qualifier {
             arn.push(':');
             arn.push_str(q);
@@ -472,101 +698,98 @@ impl<'a> FunctionRef<'a> {
     }
 }
 
-/// Expands a resource template from the route table.
-fn expand<'c>(
-    template: &str,
-    capture: &dyn Fn(&str) -> Option<&'c str>,
+/// The value of the query parameter named exactly `name` (`tagKeys`, a list,
+/// is never one value).
+fn query_value<'q>(query: &'q [(Cow<'_, str>, Cow<'_, str>)], name: &str) -> Option<&'q str> {
+    query
+        .iter()
+        .find(|(k, _)| k == name && k != "tagKeys")
+        .map(|(_, v)| v.as_ref())
+}
+
+/// Expands a route's resource template with the call's values.
+fn expand<'v>(
+    resource: &Resource,
+    value: &dyn Fn(Source) -> Option<&'v str>,
     defaults: &ArnDefaults,
 ) -> Result<Resolved, String> {
-    let base = Resolved {
-        action: String::new(),
-        resource: "*".into(),
-        function_arn: None,
-        region: defaults.region.clone(),
-        operation: "",
-        keys: CallKeys::default(),
-    };
-    if template == "*" {
-        return Ok(base);
-    }
-    let var = |name: &str| -> Result<&'c str, String> {
-        capture(name).ok_or_else(|| format!("its `{name}` is missing"))
-    };
-    // A template that is a single capture (`${ResourceArn}`): the value is the ARN.
-    if let Some(name) = template
-        .strip_prefix("${")
-        .and_then(|t| t.strip_suffix('}'))
-    {
-        let value = var(name)?;
-        let arn = Arn::parse(value).map_err(|e| format!("its `{name}` is not an ARN: {e}"))?;
-        return Ok(Resolved {
-            resource: value.to_owned(),
-            region: Some(arn.region.to_owned()).filter(|r| !r.is_empty()),
-            ..base
-        });
-    }
-    if template.contains("${FunctionName}") {
-        let f = FunctionRef::parse(var("FunctionName")?)?;
-        let query_q = capture("Qualifier");
-        let qualifier = match (f.qualifier, query_q) {
-            (Some(a), Some(b)) if a != b => {
-                return Err(format!("the qualifier in the function name (`{a}`) differs from the Qualifier parameter (`{b}`)"))
-            }
-            (Some(q), _) | (None, Some(q)) => Some(q),
-            (None, None) => None,
+    let resolved =
+        |resource: String, function_arn: Option<String>, region: Option<String>| Resolved {
+            action: String::new(),
+            resource,
+            function_arn,
+            region,
+            operation: "",
+            keys: CallKeys::default(),
         };
-        if qualifier.is_some_and(|q| !valid_qualifier(q)) {
-            return Err(format!(
-                "`{}` is not a valid qualifier",
-                qualifier.unwrap_or_default()
-            ));
+    let var = |name: &str, source: Source| -> Result<&'v str, String> {
+        value(source).ok_or_else(|| format!("its `{name}` is missing"))
+    };
+    let parts = match resource {
+        Resource::Any => return Ok(resolved("*".into(), None, defaults.region.clone())),
+        Resource::Whole(name, source) => {
+            let value = var(name, *source)?;
+            let arn = Arn::parse(value).map_err(|e| format!("its `{name}` is not an ARN: {e}"))?;
+            let region = Some(arn.region.to_owned()).filter(|r| !r.is_empty());
+            return Ok(resolved(value.to_owned(), None, region));
         }
-        let qualifier = if template.ends_with("[:${Qualifier}]") {
-            qualifier
-        } else if template.ends_with(":${Qualifier}") {
-            Some(
-                qualifier
-                    .ok_or("it needs a qualifier (the Qualifier parameter or `name:qualifier`)")?,
-            )
-        } else {
-            None
-        };
-        let unqualified = f.arn(defaults, None)?;
-        return Ok(Resolved {
-            resource: f.arn(defaults, qualifier)?,
-            function_arn: Some(unqualified),
-            region: f.region.map(str::to_owned).or(base.region.clone()),
-            ..base
-        });
-    }
+        Resource::Function {
+            name,
+            qualifier,
+            qualified,
+        } => {
+            let f = FunctionRef::parse(var("FunctionName", *name)?)?;
+            let qualifier = match (f.qualifier, value(*qualifier)) {
+                (Some(a), Some(b)) if a != b => {
+                    return Err(format!("the qualifier in the function name (`{a}`) differs from the Qualifier parameter (`{b}`)"))
+                }
+                (Some(q), _) | (None, Some(q)) => Some(q),
+                (None, None) => None,
+            };
+            if let Some(q) = qualifier.filter(|q| !valid_qualifier(q)) {
+                return Err(format!("`{q}` is not a valid qualifier"));
+            }
+            let qualifier =
+                match qualified {
+                    Qualified::Never => None,
+                    Qualified::IfGiven => qualifier,
+                    Qualified::Always => Some(qualifier.ok_or(
+                        "it needs a qualifier (the Qualifier parameter or `name:qualifier`)",
+                    )?),
+                };
+            let unqualified = f.arn(defaults, None)?;
+            let mut arn = unqualified.clone();
+            if let Some(q) = qualifier {
+                arn.push(':');
+                arn.push_str(q);
+            }
+            let region = f
+                .region
+                .map(str::to_owned)
+                .or_else(|| defaults.region.clone());
+            return Ok(resolved(arn, Some(unqualified), region));
+        }
+        Resource::Template(parts) => parts,
+    };
     // Any other ARN template: a captured value that is already an ARN wins.
-    let mut out = String::new();
-    let mut rest = template;
-    while let Some(start) = rest.find("${") {
-        out.push_str(&rest[..start]);
-        let after = &rest[start + 2..];
-        let end = after
-            .find('}')
-            .ok_or_else(|| format!("bad resource template `{template}`"))?;
-        let name = &after[..end];
-        let value = match name {
-            "Partition" => defaults.partition.as_str(),
-            "Region" => defaults
+    let mut out = String::with_capacity(128);
+    for part in parts.iter() {
+        let value = match *part {
+            Part::Lit(text) => text,
+            Part::Partition => defaults.partition.as_str(),
+            Part::Region => defaults
                 .region
                 .as_deref()
                 .ok_or("iamd has no --lambda-region configured to build its ARN")?,
-            "Account" => defaults
+            Part::Account => defaults
                 .account
                 .as_deref()
                 .ok_or("iamd has no --lambda-account configured to build its ARN")?,
-            _ => {
-                let v = var(name)?;
+            Part::Var(name, source) => {
+                let v = var(name, source)?;
                 if v.starts_with("arn:") {
                     Arn::parse(v).map_err(|e| format!("its `{name}` is not an ARN: {e}"))?;
-                    return Ok(Resolved {
-                        resource: v.to_owned(),
-                        ..base
-                    });
+                    return Ok(resolved(v.to_owned(), None, defaults.region.clone()));
                 }
                 // Lambda's identifiers (names, versions, UUIDs) are letters,
                 // digits, `-`, `_` and `.`; anything else cannot be one.
@@ -581,19 +804,14 @@ fn expand<'c>(
             }
         };
         out.push_str(value);
-        rest = &after[end + 1..];
     }
-    out.push_str(rest);
     Arn::parse(&out).map_err(|e| {
         format!(
             "it would name the resource `{}`: {e}",
             crate::finding::echo(&out)
         )
     })?;
-    Ok(Resolved {
-        resource: out,
-        ..base
-    })
+    Ok(resolved(out, None, defaults.region.clone()))
 }
 
 #[cfg(test)]
@@ -1013,6 +1231,89 @@ mod tests {
         assert!(
             e.to_string().contains("`Marker` is given more than once"),
             "{e}"
+        );
+    }
+
+    /// Every row of the table compiles (a table that does not is replaced by
+    /// an empty one, which refuses every call).
+    #[test]
+    fn the_table_compiles_whole() {
+        let text = include_str!("../../data/lambda-rest-routes.tsv");
+        let rows = text
+            .lines()
+            .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+            .count()
+            - 1;
+        let table = RouteTable::compile(text).unwrap();
+        assert_eq!(table.len(), rows);
+        assert_eq!(RouteTable::lambda().len(), rows);
+    }
+
+    /// The router finds a route by its path alone, then tells routes of one
+    /// path apart by their query requirement. That is the old first-match
+    /// rule only if two routes of a method with different path templates
+    /// never match one path; a capture matches any non-empty segment.
+    #[test]
+    fn routes_of_a_method_overlap_only_by_their_query() {
+        let table = RouteTable::lambda();
+        let segments = |r: &Route| r.path.split('/').skip(1).collect::<Vec<_>>();
+        let capture = |s: &str| s.starts_with('{');
+        for a in &table.routes {
+            for b in &table.routes {
+                if a.method != b.method || a.path == b.path {
+                    continue;
+                }
+                let (sa, sb) = (segments(a), segments(b));
+                let overlap = sa.len() == sb.len()
+                    && sa.iter().zip(&sb).all(|(x, y)| {
+                        x == y || (capture(x) && !y.is_empty()) || (capture(y) && !x.is_empty())
+                    });
+                assert!(!overlap, "{} {} and {}", a.method, a.path, b.path);
+            }
+        }
+    }
+
+    /// CreateFunction creates the function its body names; Lambda ignores a
+    /// `FunctionName` query parameter, so it must not name the resource.
+    #[test]
+    fn a_query_parameter_cannot_stand_in_for_a_body_member() {
+        let e = resolve_body(
+            "POST",
+            "/2015-03-31/functions?FunctionName=allowed-fn",
+            Body::Complete(r#"{"FunctionName": "other-fn"}"#),
+        )
+        .unwrap_err();
+        assert!(
+            e.to_string().contains(
+                "the query parameter `FunctionName` repeats the request body's `FunctionName`"
+            ),
+            "{e}"
+        );
+        let e = resolve_body(
+            "POST",
+            "/2025-11-30/capacity-providers?capacityprovidername=a",
+            Body::Complete(r#"{"CapacityProviderName": "b"}"#),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("repeats the request body's"), "{e}");
+    }
+
+    #[test]
+    fn empty_captures_and_relative_paths_match_no_route() {
+        for path in [
+            "/2015-03-31/functions//invocations",
+            "2015-03-31/functions/f/invocations",
+            "",
+        ] {
+            assert!(
+                matches!(resolve("POST", path), Err(RouteError::NoRoute { .. })),
+                "{path}"
+            );
+        }
+        // A trailing empty segment is a literal of the legacy routes.
+        assert_eq!(
+            resolve("GET", "/2014-11-13/functions/").unwrap().action,
+            "lambda:ListFunctions"
         );
     }
 }

@@ -276,3 +276,16 @@ impl pb::authorizer_server::Authorizer for AuthorizerService {
         self.finish(Api::AuthorizeBatch, start, result)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Envoy's metadata spells a decision as the gRPC enum names it.
+    #[test]
+    fn a_decision_has_one_wire_name() {
+        for kind in DecisionKind::ALL {
+            assert_eq!(kind.names().wire, decision_to_pb(kind).as_str_name());
+        }
+    }
+}

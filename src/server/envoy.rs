@@ -10,7 +10,8 @@
 //! the RPC fails (UNAVAILABLE), so Envoy's `status_on_error` reports an
 //! outage rather than a deny.
 
-use std::collections::{BTreeMap, HashMap};
+use std::borrow::Cow;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
@@ -25,7 +26,6 @@ use envoy_types::pb::google::protobuf::{value::Kind, Struct, Value};
 use envoy_types::pb::google::rpc;
 use tonic::{Request, Response, Status};
 
-use super::convert::OwnedRequest;
 use super::{ApiError, AppState};
 use crate::engine::{self, ContextEntry, DecisionKind};
 use crate::finding::{echo_max, MESSAGE_LIMIT};
@@ -46,7 +46,7 @@ pub struct EnvoyConfig {
 /// The ext_authz service.
 pub struct EnvoyAuthorizer {
     state: Arc<AppState>,
-    config: EnvoyConfig,
+    converter: CheckConverter,
     decision_seq: AtomicU64,
     instance: u32,
 }
@@ -137,51 +137,89 @@ impl Call {
 
 /// The IAM request for a call, with the keys the call could not determine.
 struct IamRequest {
-    request: OwnedRequest,
+    action: String,
+    resource: String,
+    context: Vec<ContextEntry>,
     unknown: Vec<String>,
 }
 
-/// The outcome handed back to Envoy.
-struct Outcome {
-    decision: Option<DecisionKind>,
-    message: String,
-    principal: String,
-    action: String,
-    resource: String,
-    revision: u64,
+/// Turns Envoy's view of a request into the IAM request iamd decides. Built
+/// once, from the configuration: the route table compiles with it.
+pub struct CheckConverter {
+    config: EnvoyConfig,
+    /// The trusted principal header, lowercased as Envoy sends header names.
+    principal_header: Option<String>,
+    routes: &'static RouteTable,
 }
 
-impl EnvoyAuthorizer {
-    pub fn new(state: Arc<AppState>, config: EnvoyConfig) -> Self {
-        // Decision ids: this process's start time, then a sequence number.
-        let instance = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.subsec_nanos() ^ (d.as_secs() as u32));
-        EnvoyAuthorizer {
-            state,
+/// A `Check` converted: the call, its principal, and the IAM request or the
+/// message of the refusal. It owns what the engine request borrows.
+pub struct Converted {
+    call: Call,
+    principal: String,
+    question: Result<IamRequest, String>,
+}
+
+impl Converted {
+    /// The action the call is authorized as, unless it was refused.
+    pub fn action(&self) -> Option<&str> {
+        self.question.as_ref().ok().map(|q| q.action.as_str())
+    }
+
+    /// The resource the call is authorized on, unless it was refused.
+    pub fn resource(&self) -> Option<&str> {
+        self.question.as_ref().ok().map(|q| q.resource.as_str())
+    }
+
+    /// The engine's request, at the time Envoy gave (`now` if it gave none);
+    /// `None` when the call was refused before one could be built.
+    pub fn request(
+        &self,
+        now: jiff::Timestamp,
+    ) -> Option<Result<engine::Request<'_>, engine::RequestError>> {
+        let q = self.question.as_ref().ok()?;
+        Some(
+            engine::Request::new(
+                &self.principal,
+                &q.action,
+                &q.resource,
+                &q.context,
+                self.call.time.unwrap_or(now),
+            )
+            .map(|r| r.with_unknown_keys(&q.unknown)),
+        )
+    }
+}
+
+impl CheckConverter {
+    pub fn new(config: EnvoyConfig) -> Self {
+        CheckConverter {
+            principal_header: config
+                .principal_header
+                .as_deref()
+                .map(str::to_ascii_lowercase),
             config,
-            decision_seq: AtomicU64::new(0),
-            instance,
+            routes: RouteTable::lambda(),
         }
     }
 
-    fn decision_id(&self) -> String {
-        format!(
-            "{:08x}-{:016x}",
-            self.instance,
-            self.decision_seq.fetch_add(1, Ordering::Relaxed)
-        )
+    /// Converts one `Check`.
+    pub fn convert(&self, request: CheckRequest) -> Converted {
+        let call = Call::from_request(request);
+        let principal = self.principal(&call);
+        let question = self.iam_request(&call);
+        Converted {
+            call,
+            principal,
+            question,
+        }
     }
 
     /// The principal: the trusted header if configured and present, else the
     /// peer's SPIFFE ID mapped to a role, else anonymous.
     fn principal(&self, call: &Call) -> String {
-        if let Some(h) = &self.config.principal_header {
-            if let Some(v) = call
-                .headers
-                .get(&h.to_ascii_lowercase())
-                .filter(|v| !v.trim().is_empty())
-            {
+        if let Some(h) = &self.principal_header {
+            if let Some(v) = call.headers.get(h).filter(|v| !v.trim().is_empty()) {
                 return v.trim().to_owned();
             }
         }
@@ -192,9 +230,10 @@ impl EnvoyAuthorizer {
     }
 
     /// Builds the IAM request; an `Err` is a refusal with its message.
-    fn iam_request(&self, call: &Call, principal: String) -> Result<IamRequest, String> {
-        let over_action = call.extensions.get("action").filter(|s| !s.is_empty());
-        let over_resource = call.extensions.get("resource").filter(|s| !s.is_empty());
+    fn iam_request(&self, call: &Call) -> Result<IamRequest, String> {
+        let ext = Extensions::of(&call.extensions);
+        let over_action = ext.action.filter(|s| !s.is_empty());
+        let over_resource = ext.resource.filter(|s| !s.is_empty());
         let (action, resource, keys, region) = match (over_action, over_resource) {
             (Some(a), Some(r)) => (
                 a.clone(),
@@ -203,7 +242,8 @@ impl EnvoyAuthorizer {
                 self.config.arn_defaults.region.clone(),
             ),
             (over_a, over_r) => {
-                let resolved = RouteTable::lambda()
+                let resolved = self
+                    .routes
                     .resolve(
                         HttpCall {
                             method: &call.method,
@@ -227,114 +267,204 @@ impl EnvoyAuthorizer {
                 )
             }
         };
-        let mut context: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        // At most a dozen keys: a vector searched in place, sorted at the end
+        // (the engine sees them in key order).
+        let mut context = Context(Vec::with_capacity(8 + keys.context.len()));
         let mut unknown = keys.unknown;
         match &call.source_ip {
-            Some(ip) => {
-                context.insert("aws:SourceIp".into(), vec![ip.clone()]);
-            }
+            Some(ip) => context.set("aws:SourceIp".into(), vec![ip.clone()]),
             None => unknown.push("aws:SourceIp".into()),
         }
-        let secure = call.scheme.eq_ignore_ascii_case("https");
-        context.insert("aws:SecureTransport".into(), vec![secure.to_string()]);
+        let secure = if call.scheme.eq_ignore_ascii_case("https") {
+            "true"
+        } else {
+            "false"
+        };
+        context.set("aws:SecureTransport".into(), vec![secure.into()]);
         match region {
-            Some(r) => {
-                context.insert("aws:RequestedRegion".into(), vec![r]);
-            }
+            Some(r) => context.set("aws:RequestedRegion".into(), vec![r]),
             None => unknown.push("aws:RequestedRegion".into()),
         }
         for (key, values) in keys.context {
-            context.insert(key, values);
+            context.set(key, values);
         }
         // Headers a route names: `context_headers: "x-tenant=custom:Tenant,..."`.
-        if let Some(spec) = call.extensions.get("context_headers") {
+        if let Some(spec) = ext.context_headers {
             for pair in spec.split(',').map(str::trim).filter(|p| !p.is_empty()) {
                 let (header, key) = pair.split_once('=').ok_or_else(|| {
                     format!("bad context_headers entry `{pair}`: expected header=key")
                 })?;
-                match call.headers.get(&header.trim().to_ascii_lowercase()) {
-                    Some(v) => context
-                        .entry(key.trim().to_owned())
-                        .or_default()
-                        .push(v.clone()),
+                match header_value(&call.headers, header.trim()) {
+                    Some(v) => context.append(key.trim(), v.clone()),
                     // A header the route reads but the request lacks must
                     // not let a Deny on its key be dodged by leaving it out.
                     None => unknown.push(key.trim().to_owned()),
                 }
             }
         }
+        let mut context = context.0;
+        context.sort_unstable_by(|a, b| a.key.cmp(&b.key));
         Ok(IamRequest {
-            request: OwnedRequest {
-                principal,
-                action,
-                resource,
-                context: context
-                    .into_iter()
-                    .map(|(key, values)| ContextEntry { key, values })
-                    .collect(),
-                explain: false,
-            },
+            action,
+            resource,
+            context,
             unknown,
         })
     }
+}
 
-    fn decide(&self, call: &Call) -> Result<Outcome, ApiError> {
-        // No snapshot is an outage (Envoy's status_on_error), whatever the request.
-        let guard = self.state.snapshots.load();
-        let served = guard.as_deref().ok_or(ApiError::NoSnapshot)?;
-        let principal = self.principal(call);
-        let IamRequest {
-            request: req,
-            unknown,
-        } = match self.iam_request(call, principal.clone()) {
-            Ok(r) => r,
-            Err(message) => {
-                return Ok(Outcome {
-                    decision: None,
-                    message: echo_max(&message, MESSAGE_LIMIT).to_string(),
-                    principal: echo_max(&principal, MESSAGE_LIMIT).to_string(),
-                    action: String::new(),
-                    resource: String::new(),
-                    revision: served.revision,
-                })
-            }
+/// The route's `context_extensions` iamd reads. Envoy sends one or two, so
+/// one pass over them costs less than hashing each name.
+struct Extensions<'c> {
+    action: Option<&'c String>,
+    resource: Option<&'c String>,
+    context_headers: Option<&'c String>,
+}
+
+impl<'c> Extensions<'c> {
+    fn of(map: &'c HashMap<String, String>) -> Self {
+        let mut ext = Extensions {
+            action: None,
+            resource: None,
+            context_headers: None,
         };
-        let now = call.time.unwrap_or_else(jiff::Timestamp::now);
-        let request = match engine::Request::new(
-            &req.principal,
-            &req.action,
-            &req.resource,
-            &req.context,
-            now,
-        ) {
-            Ok(r) => r.with_unknown_keys(&unknown),
-            Err(e) => {
-                return Ok(Outcome {
+        for (k, v) in map {
+            match k.as_str() {
+                "action" => ext.action = Some(v),
+                "resource" => ext.resource = Some(v),
+                "context_headers" => ext.context_headers = Some(v),
+                _ => {}
+            }
+        }
+        ext
+    }
+}
+
+/// A request's context keys while they are gathered; each key once.
+struct Context(Vec<ContextEntry>);
+
+impl Context {
+    /// Sets `key` to `values`, replacing what it had.
+    fn set(&mut self, key: String, values: Vec<String>) {
+        match self.0.iter_mut().find(|e| e.key == key) {
+            Some(e) => e.values = values,
+            None => self.0.push(ContextEntry { key, values }),
+        }
+    }
+
+    /// Adds `value` to the values of `key`.
+    fn append(&mut self, key: &str, value: String) {
+        match self.0.iter_mut().find(|e| e.key == key) {
+            Some(e) => e.values.push(value),
+            None => self.0.push(ContextEntry {
+                key: key.to_owned(),
+                values: vec![value],
+            }),
+        }
+    }
+}
+
+/// A request header by name, in any case (Envoy sends names lowercased).
+fn header_value<'h>(headers: &'h HashMap<String, String>, name: &str) -> Option<&'h String> {
+    if name.bytes().any(|b| b.is_ascii_uppercase()) {
+        headers.get(&name.to_ascii_lowercase())
+    } else {
+        headers.get(name)
+    }
+}
+
+/// The outcome handed back to Envoy.
+struct Outcome<'a> {
+    decision: Option<DecisionKind>,
+    message: String,
+    principal: Cow<'a, str>,
+    action: Cow<'a, str>,
+    resource: Cow<'a, str>,
+    revision: u64,
+}
+
+impl EnvoyAuthorizer {
+    pub fn new(state: Arc<AppState>, config: EnvoyConfig) -> Self {
+        // Decision ids: this process's start time, then a sequence number.
+        let instance = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos() ^ (d.as_secs() as u32));
+        EnvoyAuthorizer {
+            state,
+            converter: CheckConverter::new(config),
+            decision_seq: AtomicU64::new(0),
+            instance,
+        }
+    }
+
+    /// `{instance:08x}-{sequence:016x}`, written by hand: the format
+    /// machinery costs more than the rest of the answer's strings.
+    fn decision_id(&self) -> String {
+        let seq = self.decision_seq.fetch_add(1, Ordering::Relaxed);
+        let mut id = String::with_capacity(25);
+        push_hex(&mut id, u64::from(self.instance), 8);
+        id.push('-');
+        push_hex(&mut id, seq, 16);
+        id
+    }
+
+    fn decide<'c>(
+        &self,
+        converted: &'c Converted,
+        revision: u64,
+        snapshot: &engine::Snapshot,
+    ) -> Outcome<'c> {
+        let principal = converted.principal.as_str();
+        let action = Cow::Borrowed(converted.action().unwrap_or_default());
+        let resource = Cow::Borrowed(converted.resource().unwrap_or_default());
+        let request = match converted.request(jiff::Timestamp::now()) {
+            None => {
+                let message = converted.question.as_ref().err().map_or("", String::as_str);
+                return Outcome {
+                    decision: None,
+                    message: echo_max(message, MESSAGE_LIMIT).to_string(),
+                    principal: Cow::Owned(echo_max(principal, MESSAGE_LIMIT).to_string()),
+                    action,
+                    resource,
+                    revision,
+                };
+            }
+            Some(Err(e)) => {
+                return Outcome {
                     decision: None,
                     message: format!(
                         "iamd refused the request: {}",
                         echo_max(&e.to_string(), MESSAGE_LIMIT)
                     ),
-                    principal,
-                    action: req.action.clone(),
-                    resource: req.resource.clone(),
-                    revision: served.revision,
-                })
+                    principal: Cow::Borrowed(principal),
+                    action,
+                    resource,
+                    revision,
+                }
             }
+            Some(Ok(r)) => r,
         };
         let start = Instant::now();
-        let decision = engine::decide(&served.snapshot, &request);
+        let decision = engine::decide(snapshot, &request);
         self.state
             .metrics
             .decision(Api::EnvoyCheck, decision.kind(), start.elapsed());
-        Ok(Outcome {
+        Outcome {
             decision: Some(decision.kind()),
             message: decision.message(&request),
-            principal,
-            action: req.action.clone(),
-            resource: req.resource.clone(),
-            revision: served.revision,
-        })
+            principal: Cow::Borrowed(principal),
+            action,
+            resource,
+            revision,
+        }
+    }
+}
+
+/// `n` lowercase hex digits of `v`, zero-padded.
+fn push_hex(out: &mut String, v: u64, n: u32) {
+    for i in (0..n).rev() {
+        let digit = (v >> (4 * i)) & 0xf;
+        out.push(char::from(b"0123456789abcdef"[digit as usize]));
     }
 }
 
@@ -360,13 +490,8 @@ fn string_value(s: &str) -> Value {
 
 /// Envoy dynamic metadata for access logs and later filters.
 fn metadata(outcome: &Outcome, decision_id: &str) -> Struct {
-    let decision = match outcome.decision {
-        Some(DecisionKind::Allow) => "ALLOW",
-        Some(DecisionKind::ExplicitDeny) => "EXPLICIT_DENY",
-        Some(DecisionKind::ImplicitDeny) => "IMPLICIT_DENY",
-        None => "ERROR",
-    };
-    let mut fields = BTreeMap::new();
+    let decision = outcome.decision.map_or("ERROR", |d| d.names().wire);
+    let mut fields = HashMap::with_capacity(6);
     fields.insert("decision".to_owned(), string_value(decision));
     fields.insert("decision_id".to_owned(), string_value(decision_id));
     fields.insert(
@@ -378,9 +503,7 @@ fn metadata(outcome: &Outcome, decision_id: &str) -> Struct {
     fields.insert("action".to_owned(), string_value(&outcome.action));
     fields.insert("resource".to_owned(), string_value(&outcome.resource));
     fields.insert("principal".to_owned(), string_value(&outcome.principal));
-    Struct {
-        fields: fields.into_iter().collect(),
-    }
+    Struct { fields }
 }
 
 /// The CheckResponse for an outcome: OK with upstream headers, or a 403
@@ -442,14 +565,17 @@ impl Authorization for EnvoyAuthorizer {
             decision = tracing::field::Empty
         );
         let result = span.in_scope(|| {
-            let call = Call::from_request(request.into_inner());
-            let outcome = self.decide(&call)?;
+            // No snapshot is an outage (Envoy's status_on_error), whatever the request.
+            let guard = self.state.snapshots.load();
+            let served = guard.as_deref().ok_or(ApiError::NoSnapshot)?;
+            let converted = self.converter.convert(request.into_inner());
+            let outcome = self.decide(&converted, served.revision, &served.snapshot);
             let id = self.decision_id();
             if outcome.decision.is_none() {
                 self.state.metrics.rejected(Api::EnvoyCheck);
             }
-            tracing::Span::current().record("decision", outcome.decision.map_or("error", |d| d.as_str()));
-            tracing::debug!(method = %call.method, path = %call.path, decision_id = %id, message = %outcome.message, "ext_authz check");
+            span.record("decision", outcome.decision.map_or("error", |d| d.as_str()));
+            tracing::debug!(method = %converted.call.method, path = %converted.call.path, decision_id = %id, message = %outcome.message, "ext_authz check");
             Ok(check_response(&outcome, &id))
         });
         self.state.metrics.rpc(Api::EnvoyCheck, start.elapsed());

@@ -15,7 +15,7 @@ use std::sync::Arc;
 pub use admission::{AdmissionConfig, AdmissionLayer, Deadline};
 pub use authorizer::AuthorizerService;
 pub use convert::Limits;
-pub use envoy::{EnvoyAuthorizer, EnvoyConfig};
+pub use envoy::{CheckConverter, Converted, EnvoyAuthorizer, EnvoyConfig};
 pub use listener::{ConnectionLimits, ConnectionTable};
 pub use wire::ScanLimits;
 

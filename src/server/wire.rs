@@ -148,7 +148,24 @@ pub static CHECK_REQUEST: Shape = Shape {
 
 /// Scans `bytes` as a message of `shape`.
 pub fn scan(bytes: &[u8], shape: &'static Shape, limits: &ScanLimits) -> Result<(), ScanError> {
-    scan_message(bytes, shape, limits, shape.name, 0)
+    scan_message(bytes, shape, limits, &FieldPath::Root(shape.name), 0)
+}
+
+/// Where a scan is (`CheckRequest.attributes.request`), rendered only when
+/// a refusal names it: every accepted message would otherwise pay for a
+/// string per nested field.
+enum FieldPath<'a> {
+    Root(&'static str),
+    Field(&'a FieldPath<'a>, &'static str),
+}
+
+impl FieldPath<'_> {
+    fn render(&self) -> String {
+        match self {
+            FieldPath::Root(name) => (*name).to_owned(),
+            FieldPath::Field(parent, name) => format!("{}.{name}", parent.render()),
+        }
+    }
 }
 
 fn varint(bytes: &[u8], at: &mut usize) -> Result<u64, ScanError> {
@@ -170,7 +187,7 @@ fn scan_message(
     bytes: &[u8],
     shape: &'static Shape,
     limits: &ScanLimits,
-    path: &str,
+    path: &FieldPath<'_>,
     depth: usize,
 ) -> Result<(), ScanError> {
     if depth > MAX_DEPTH {
@@ -206,9 +223,10 @@ fn scan_message(
                 else {
                     continue;
                 };
-                let field = || format!("{path}.{name}");
+                let here = FieldPath::Field(path, name);
+                let field = || here.render();
                 match rule {
-                    Rule::Message(inner) => scan_message(body, inner, limits, &field(), depth + 1)?,
+                    Rule::Message(inner) => scan_message(body, inner, limits, &here, depth + 1)?,
                     Rule::Repeated(counted, inner) => {
                         let count = counts.get_mut(slot).ok_or(ScanError::TooDeep)?;
                         *count += 1;
@@ -220,7 +238,7 @@ fn scan_message(
                             });
                         }
                         if let Some(inner) = inner {
-                            scan_message(body, inner, limits, &field(), depth + 1)?;
+                            scan_message(body, inner, limits, &here, depth + 1)?;
                         }
                     }
                     Rule::Unread => {
