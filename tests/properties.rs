@@ -1,7 +1,8 @@
 //! Property tests: hostile input never panics the parsers or the loader; the
 //! located JSON parser agrees with serde_json; adding a Deny never grants;
-//! and the compiled index decides exactly as the exhaustive evaluator that
-//! visits every statement of every applicable policy without an index.
+//! and the compiled index decides exactly as the index-free oracle
+//! (`common/oracle.rs`: policies found by scanning, every statement tested)
+//! and as `explain`.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 #[path = "common/oracle.rs"]
