@@ -983,7 +983,7 @@ impl Fixture {
         let mut out = Vec::new();
         for (i, p) in self.probes.iter().enumerate() {
             let iamd = iamd::engine::decide(&self.snapshot, &self.iamd_request(i)?)
-                .kind
+                .kind()
                 .as_str();
             let req = self.cedar_request(i)?;
             let whole = answer(&req, &self.cedar.policy_set, &self.cedar.entities);

@@ -94,7 +94,7 @@ fn request_grid_mostly_agrees() {
                         .collect();
                     let req = iamd::engine::Request::new(p, a, r, &entries, now)
                         .unwrap_or_else(|e| panic!("{e}"));
-                    let iamd = iamd::engine::decide(&fx.snapshot, &req).kind.as_str();
+                    let iamd = iamd::engine::decide(&fx.snapshot, &req).kind().as_str();
                     let creq = fx
                         .cedar
                         .request(p, a, r, ctx)
