@@ -600,3 +600,241 @@ pub(crate) fn policy_type_in(slot: Slot, own: PolicyType) -> PolicyType {
         _ => own,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use DenySource::*;
+    use ResourceSide::{Absent, FunctionPolicy, RoleTrust};
+    use SlotVerdict::{Allow as Grants, Deny, NoAllow};
+
+    const USER: &str = "arn:aws:iam::111122223333:user/alice";
+    const ROOT: &str = "arn:aws:iam::111122223333:root";
+    const SERVICE: &str = "s3.amazonaws.com";
+    const MINE: Option<&str> = Some("111122223333");
+    const THEIRS: Option<&str> = Some("444455556666");
+
+    fn rule(
+        principal: &str,
+        resource_account: Option<&str>,
+        (scp, resource, identity, boundary): (
+            Option<SlotVerdict>,
+            ResourceSide,
+            Option<SlotVerdict>,
+            Option<SlotVerdict>,
+        ),
+    ) -> Decision {
+        let caller = Principal::parse(principal).unwrap();
+        let v = Verdicts {
+            scp,
+            resource,
+            identity,
+            boundary,
+        };
+        combine(&caller, resource_account, &v)
+    }
+
+    /// One row per arm of the rule, each as the IAM User Guide states it.
+    #[test]
+    fn each_arm_of_the_rule() {
+        let allow = Decision::Allow;
+        let direct = Grants(PrincipalMatch::Direct);
+        let role = Grants(PrincipalMatch::Role);
+        let account = Grants(PrincipalMatch::Account);
+        let cases = [
+            // An explicit deny anywhere wins, over any Allow [DENYALLOW].
+            (
+                USER,
+                MINE,
+                (Some(Deny), FunctionPolicy(direct), Some(direct), None),
+                Decision::ExplicitDeny(ServiceControlPolicy),
+            ),
+            (
+                USER,
+                MINE,
+                (Some(direct), FunctionPolicy(Deny), Some(direct), None),
+                Decision::ExplicitDeny(ResourceBasedPolicy),
+            ),
+            (
+                USER,
+                MINE,
+                (None, RoleTrust(Deny), Some(direct), None),
+                Decision::ExplicitDeny(RoleTrustPolicy),
+            ),
+            (
+                USER,
+                MINE,
+                (None, FunctionPolicy(direct), Some(Deny), None),
+                Decision::ExplicitDeny(IdentityBasedPolicy),
+            ),
+            (
+                USER,
+                MINE,
+                (None, FunctionPolicy(direct), Some(direct), Some(Deny)),
+                Decision::ExplicitDeny(PermissionsBoundary),
+            ),
+            // A service is decided by the resource policy alone [PRIN].
+            (
+                SERVICE,
+                MINE,
+                (None, FunctionPolicy(direct), None, None),
+                allow,
+            ),
+            (
+                SERVICE,
+                MINE,
+                (None, Absent, None, None),
+                Decision::ImplicitDeny(ResourceBasedPolicy),
+            ),
+            (
+                SERVICE,
+                MINE,
+                (None, RoleTrust(NoAllow), None, None),
+                Decision::ImplicitDeny(RoleTrustPolicy),
+            ),
+            // SCPs must allow an IAM caller, the root user included.
+            (
+                USER,
+                MINE,
+                (Some(NoAllow), FunctionPolicy(direct), Some(direct), None),
+                Decision::ImplicitDeny(ServiceControlPolicy),
+            ),
+            (
+                ROOT,
+                MINE,
+                (Some(NoAllow), Absent, None, None),
+                Decision::ImplicitDeny(ServiceControlPolicy),
+            ),
+            // A role trust policy must allow, even for the root user of the account.
+            (
+                ROOT,
+                MINE,
+                (None, RoleTrust(NoAllow), None, None),
+                Decision::ImplicitDeny(RoleTrustPolicy),
+            ),
+            (
+                USER,
+                MINE,
+                (None, RoleTrust(NoAllow), Some(direct), None),
+                Decision::ImplicitDeny(RoleTrustPolicy),
+            ),
+            (ROOT, MINE, (None, RoleTrust(direct), None, None), allow),
+            // Same account: the root user needs no identity policy ...
+            (ROOT, MINE, (None, Absent, None, None), allow),
+            // ... a grant naming the caller stands alone ...
+            (
+                USER,
+                MINE,
+                (None, FunctionPolicy(direct), None, Some(NoAllow)),
+                allow,
+            ),
+            // ... one naming its role is bounded by the boundary [PB] ...
+            (USER, MINE, (None, FunctionPolicy(role), None, None), allow),
+            (
+                USER,
+                MINE,
+                (None, FunctionPolicy(role), None, Some(NoAllow)),
+                Decision::ImplicitDeny(IdentityBasedPolicy),
+            ),
+            // ... one naming only the account needs an identity Allow.
+            (
+                USER,
+                MINE,
+                (None, FunctionPolicy(account), None, None),
+                Decision::ImplicitDeny(IdentityBasedPolicy),
+            ),
+            (
+                USER,
+                MINE,
+                (None, FunctionPolicy(account), Some(direct), None),
+                allow,
+            ),
+            (USER, MINE, (None, Absent, Some(direct), None), allow),
+            (
+                USER,
+                MINE,
+                (None, Absent, Some(direct), Some(NoAllow)),
+                Decision::ImplicitDeny(PermissionsBoundary),
+            ),
+            (
+                USER,
+                MINE,
+                (None, Absent, Some(NoAllow), None),
+                Decision::ImplicitDeny(IdentityBasedPolicy),
+            ),
+            // Across accounts both sides must allow [XACCT].
+            (
+                USER,
+                THEIRS,
+                (None, FunctionPolicy(direct), None, None),
+                Decision::ImplicitDeny(IdentityBasedPolicy),
+            ),
+            (
+                USER,
+                THEIRS,
+                (None, FunctionPolicy(direct), Some(direct), Some(NoAllow)),
+                Decision::ImplicitDeny(PermissionsBoundary),
+            ),
+            (
+                USER,
+                THEIRS,
+                (None, Absent, Some(direct), None),
+                Decision::ImplicitDeny(ResourceBasedPolicy),
+            ),
+            (
+                USER,
+                THEIRS,
+                (None, FunctionPolicy(NoAllow), Some(direct), None),
+                Decision::ImplicitDeny(ResourceBasedPolicy),
+            ),
+            (
+                USER,
+                THEIRS,
+                (None, FunctionPolicy(account), Some(direct), None),
+                allow,
+            ),
+            (
+                USER,
+                THEIRS,
+                (None, RoleTrust(direct), Some(direct), None),
+                allow,
+            ),
+            (
+                ROOT,
+                THEIRS,
+                (None, FunctionPolicy(account), None, None),
+                allow,
+            ),
+            (
+                ROOT,
+                THEIRS,
+                (None, Absent, None, None),
+                Decision::ImplicitDeny(ResourceBasedPolicy),
+            ),
+        ];
+        for (i, (principal, place, verdicts, want)) in cases.into_iter().enumerate() {
+            assert_eq!(
+                rule(principal, place, verdicts),
+                want,
+                "case {i}: {principal} {place:?} {verdicts:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_slot_folds_to_its_strongest_allow_and_any_deny_wins() {
+        let v = SlotVerdict::NoAllow
+            .with(Effect::Allow, PrincipalMatch::Account)
+            .with(Effect::Allow, PrincipalMatch::Direct)
+            .with(Effect::Allow, PrincipalMatch::Role);
+        assert_eq!(v, SlotVerdict::Allow(PrincipalMatch::Direct));
+        assert_eq!(
+            v.with(Effect::Deny, PrincipalMatch::Account),
+            SlotVerdict::Deny
+        );
+        assert_eq!(
+            SlotVerdict::Deny.with(Effect::Allow, PrincipalMatch::Direct),
+            SlotVerdict::Deny
+        );
+    }
+}
