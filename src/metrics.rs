@@ -36,12 +36,6 @@ impl Api {
     }
 }
 
-fn decision_label(d: DecisionKind) -> &'static str {
-    d.names().metric
-}
-
-const DECISIONS: [DecisionKind; 3] = DecisionKind::ALL;
-
 /// A histogram with fixed bucket bounds and atomic counts: recording is a
 /// few atomic adds, with no lock and no allocation.
 pub struct LatencyHistogram {
@@ -223,8 +217,8 @@ impl Metrics {
         let mut decision_latency = Vec::new();
         let mut rpc_latency = Vec::new();
         for api in Api::ALL {
-            for d in DECISIONS {
-                decisions.push(counter!("iamd_decisions_total", "api" => api.label(), "decision" => decision_label(d)));
+            for d in DecisionKind::ALL {
+                decisions.push(counter!("iamd_decisions_total", "api" => api.label(), "decision" => d.names().metric));
             }
             rejected.push(counter!("iamd_requests_rejected_total", "api" => api.label()));
             decision_latency.push(LatencyHistogram::new(
@@ -250,7 +244,8 @@ impl Metrics {
     }
 
     pub fn decision(&self, api: Api, d: DecisionKind, core: Duration) {
-        let i = api as usize * 3 + DECISIONS.iter().position(|x| *x == d).unwrap_or(0);
+        // `DecisionKind::ALL` lists the kinds in declaration order.
+        let i = api as usize * DecisionKind::ALL.len() + d as usize;
         if let Some(c) = self.decisions.get(i) {
             c.increment(1);
         }

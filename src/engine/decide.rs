@@ -14,7 +14,7 @@ use super::principal::Caller;
 use super::request::{Principal, Request};
 use super::snapshot::{
     ActionId, CompiledStatement, Entity, PolicyType, ResourceEntry, ResourcePolicyKind, Snapshot,
-    StatementIndex, StmtId,
+    StatementIndex,
 };
 use crate::policy::condition::IfUnknown;
 use crate::policy::{Effect, PrincipalMatch};
@@ -42,6 +42,7 @@ pub struct DecisionNames {
 }
 
 impl DecisionKind {
+    /// Every kind, in declaration order (`kind as usize` indexes it).
     pub const ALL: [DecisionKind; 3] = [
         DecisionKind::Allow,
         DecisionKind::ExplicitDeny,
@@ -581,7 +582,7 @@ pub fn explain_with<'s>(
                     continue;
                 };
                 let outcome = test_statement(stmt, false, &cx);
-                rec.statement(slot, id as StmtId, stmt, &outcome);
+                rec.statement(slot, stmt, &outcome);
                 if let Ok(named) = outcome {
                     verdict = verdict.with(stmt.effect, named);
                 }
@@ -818,6 +819,14 @@ mod tests {
                 want,
                 "case {i}: {principal} {place:?} {verdicts:?}"
             );
+        }
+    }
+
+    /// Metrics index their counters by `kind as usize` into `ALL`.
+    #[test]
+    fn all_decision_kinds_in_declaration_order() {
+        for (i, kind) in DecisionKind::ALL.into_iter().enumerate() {
+            assert_eq!(kind as usize, i);
         }
     }
 

@@ -7,7 +7,7 @@ use serde::Serialize;
 
 use super::context::EvalContext;
 use super::decide::{policy_type_in, Decision, Slot, SlotVerdict, Verdicts};
-use super::snapshot::{CompiledStatement, PolicyType, Snapshot, StmtId};
+use super::snapshot::{CompiledStatement, PolicyType, Snapshot};
 use crate::policy::condition::ClauseFailure;
 use crate::policy::{ConditionContext, Effect, PrincipalMatch};
 
@@ -133,7 +133,6 @@ impl<'a> Recorder<'a> {
     pub fn statement(
         &mut self,
         slot: Slot,
-        _id: StmtId,
         stmt: &CompiledStatement,
         outcome: &Result<PrincipalMatch, Miss>,
     ) {

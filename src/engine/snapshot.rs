@@ -333,6 +333,13 @@ impl Builder {
             })
     }
 
+    /// `mine` as the first id of `theirs` more items in `space`, when all of
+    /// them fit.
+    fn offset(&self, mine: usize, theirs: usize, space: IdSpace) -> Result<u32, CompileError> {
+        self.id(mine.saturating_add(theirs), space)?;
+        self.id(mine, space)
+    }
+
     /// Appends what `part` compiled (statements, policies, resources) after
     /// what this builder holds, renumbering statements, policies and actions.
     fn append(&mut self, part: Builder) -> Result<(), CompileError> {
@@ -342,25 +349,26 @@ impl Builder {
             literal_actions,
             ..
         } = part;
-        let statements = self.id(self.snap.statements.len(), IdSpace::Statements)?;
-        let policies = self.id(self.snap.policies.len(), IdSpace::Policies)?;
-        let resources = self.id(self.snap.resources.len(), IdSpace::Resources)?;
-        let literals = self.id(self.literal_actions.len(), IdSpace::ActionEntries)?;
-        // Both parts' ids fit, so do their sums: the shifts below cannot overflow.
-        self.id(
-            self.snap.statements.len() + snap.statements.len(),
+        // Where the part's ids start; both together must fit, so the shifts
+        // below cannot overflow.
+        let statements = self.offset(
+            self.snap.statements.len(),
+            snap.statements.len(),
             IdSpace::Statements,
         )?;
-        self.id(
-            self.snap.policies.len() + snap.policies.len(),
+        let policies = self.offset(
+            self.snap.policies.len(),
+            snap.policies.len(),
             IdSpace::Policies,
         )?;
-        self.id(
-            self.snap.resources.len() + snap.resources.len(),
+        let resources = self.offset(
+            self.snap.resources.len(),
+            snap.resources.len(),
             IdSpace::Resources,
         )?;
-        self.id(
-            self.literal_actions.len() + literal_actions.len(),
+        let literals = self.offset(
+            self.literal_actions.len(),
+            literal_actions.len(),
             IdSpace::ActionEntries,
         )?;
         // The part's action ids, as this builder numbers them.
@@ -420,12 +428,15 @@ impl Builder {
         policy: &mut Policy,
     ) -> Result<PolicyId, CompileError> {
         let pid = self.id(self.snap.policies.len(), IdSpace::Policies)?;
-        let start = self.id(self.snap.statements.len(), IdSpace::Statements)?;
+        let statements = std::mem::take(&mut policy.statements);
+        let start = self.offset(
+            self.snap.statements.len(),
+            statements.len(),
+            IdSpace::Statements,
+        )?;
+        // Every statement's id, and its position, fit: checked just above.
         // The store is consumed: statements move into the arena.
-        for (i, s) in std::mem::take(&mut policy.statements)
-            .into_iter()
-            .enumerate()
-        {
+        for (i, s) in (0u32..).zip(statements) {
             let actions = match s.action.literals() {
                 None => None,
                 Some(literals) => {
@@ -438,11 +449,9 @@ impl Builder {
                 }
             };
             self.statement_actions.push(actions);
-            // The statement's id is checked before it is pushed.
-            self.id(self.snap.statements.len(), IdSpace::Statements)?;
             self.snap.statements.push(CompiledStatement {
                 policy: pid,
-                index: self.id(i, IdSpace::Statements)?,
+                index: i,
                 principal: s.principal.as_ref().map(PrincipalMatcher::compile),
                 sid: s.sid,
                 effect: s.effect,
