@@ -75,9 +75,6 @@ pub struct Resolved {
     pub action: String,
     /// An ARN, or `*`.
     pub resource: String,
-    /// The unqualified ARN of a function the path names; what the decision
-    /// reads is `keys` (`lambda:FunctionArn`, for the actions that take it).
-    function_arn: Option<String>,
     /// The region the resource is in, for `aws:RequestedRegion`.
     pub region: Option<String>,
     /// The botocore operation, for logs.
@@ -521,10 +518,11 @@ impl RouteTable {
             Source::Query(name) => query_value(&query, name),
             Source::Body(i) => from_body.get(i).copied(),
         };
-        let mut resolved = expand(&route.resource, &value, defaults).map_err(unresolvable)?;
+        let (resolved, named_function) =
+            expand(&route.resource, &value, defaults).map_err(unresolvable)?;
         // lambda:FunctionArn, for the actions that support it, from a
         // function the path names (the body's are read with the keys).
-        let function_arn = match resolved.function_arn.take() {
+        let function_arn = match named_function {
             Some(f) => Some(f),
             None => route
                 .function_name
@@ -546,7 +544,6 @@ impl RouteTable {
         Ok(Resolved {
             action: route.action.to_owned(),
             operation: route.operation,
-            function_arn,
             keys,
             ..resolved
         })
@@ -707,21 +704,23 @@ fn query_value<'q>(query: &'q [(Cow<'_, str>, Cow<'_, str>)], name: &str) -> Opt
         .map(|(_, v)| v.as_ref())
 }
 
-/// Expands a route's resource template with the call's values.
+/// Expands a route's resource template with the call's values; with it,
+/// the unqualified ARN of the function the template names, if any.
 fn expand<'v>(
     resource: &Resource,
     value: &dyn Fn(Source) -> Option<&'v str>,
     defaults: &ArnDefaults,
-) -> Result<Resolved, String> {
-    let resolved =
-        |resource: String, function_arn: Option<String>, region: Option<String>| Resolved {
+) -> Result<(Resolved, Option<String>), String> {
+    let resolved = |resource: String, function_arn: Option<String>, region: Option<String>| {
+        let r = Resolved {
             action: String::new(),
             resource,
-            function_arn,
             region,
             operation: "",
             keys: CallKeys::default(),
         };
+        (r, function_arn)
+    };
     let var = |name: &str, source: Source| -> Result<&'v str, String> {
         value(source).ok_or_else(|| format!("its `{name}` is missing"))
     };
