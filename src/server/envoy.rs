@@ -11,7 +11,7 @@
 //! outage rather than a deny.
 
 use std::borrow::Cow;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
@@ -267,12 +267,14 @@ impl CheckConverter {
                 )
             }
         };
-        // At most a dozen keys: a vector searched in place, sorted at the end
-        // (the engine sees them in key order).
-        let mut context = Context(Vec::with_capacity(8 + keys.context.len()));
+        // In key order, as the engine sees them. A body's tags are a key
+        // each, as many as the body holds: no search per key.
+        let mut context: BTreeMap<String, Vec<String>> = BTreeMap::new();
         let mut unknown = keys.unknown;
         match &call.source_ip {
-            Some(ip) => context.set("aws:SourceIp".into(), vec![ip.clone()]),
+            Some(ip) => {
+                context.insert("aws:SourceIp".into(), vec![ip.clone()]);
+            }
             None => unknown.push("aws:SourceIp".into()),
         }
         let secure = if call.scheme.eq_ignore_ascii_case("https") {
@@ -280,13 +282,15 @@ impl CheckConverter {
         } else {
             "false"
         };
-        context.set("aws:SecureTransport".into(), vec![secure.into()]);
+        context.insert("aws:SecureTransport".into(), vec![secure.into()]);
         match region {
-            Some(r) => context.set("aws:RequestedRegion".into(), vec![r]),
+            Some(r) => {
+                context.insert("aws:RequestedRegion".into(), vec![r]);
+            }
             None => unknown.push("aws:RequestedRegion".into()),
         }
         for (key, values) in keys.context {
-            context.set(key, values);
+            context.insert(key, values);
         }
         // Headers a route names: `context_headers: "x-tenant=custom:Tenant,..."`.
         if let Some(spec) = ext.context_headers {
@@ -295,15 +299,20 @@ impl CheckConverter {
                     format!("bad context_headers entry `{pair}`: expected header=key")
                 })?;
                 match header_value(&call.headers, header.trim()) {
-                    Some(v) => context.append(key.trim(), v.clone()),
+                    Some(v) => context
+                        .entry(key.trim().to_owned())
+                        .or_default()
+                        .push(v.clone()),
                     // A header the route reads but the request lacks must
                     // not let a Deny on its key be dodged by leaving it out.
                     None => unknown.push(key.trim().to_owned()),
                 }
             }
         }
-        let mut context = context.0;
-        context.sort_unstable_by(|a, b| a.key.cmp(&b.key));
+        let context = context
+            .into_iter()
+            .map(|(key, values)| ContextEntry { key, values })
+            .collect();
         Ok(IamRequest {
             action,
             resource,
@@ -337,30 +346,6 @@ impl<'c> Extensions<'c> {
             }
         }
         ext
-    }
-}
-
-/// A request's context keys while they are gathered; each key once.
-struct Context(Vec<ContextEntry>);
-
-impl Context {
-    /// Sets `key` to `values`, replacing what it had.
-    fn set(&mut self, key: String, values: Vec<String>) {
-        match self.0.iter_mut().find(|e| e.key == key) {
-            Some(e) => e.values = values,
-            None => self.0.push(ContextEntry { key, values }),
-        }
-    }
-
-    /// Adds `value` to the values of `key`.
-    fn append(&mut self, key: &str, value: String) {
-        match self.0.iter_mut().find(|e| e.key == key) {
-            Some(e) => e.values.push(value),
-            None => self.0.push(ContextEntry {
-                key: key.to_owned(),
-                values: vec![value],
-            }),
-        }
     }
 }
 
