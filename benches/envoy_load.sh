@@ -25,7 +25,11 @@
 #   h2load 1.52 can hang when a timed --h1 run stops);
 #   ENVOY_LOAD_PERF=DIR records `perf record -e cpu-clock` of iamd and of
 #   the no-op server during each of their runs into DIR/TARGET-cC-rR.data,
-#   for `perf report -i FILE --no-children --sort dso,sym`)
+#   for `perf report -i FILE --no-children --sort dso,sym`;
+#   ENVOY_LOAD_SYSCALLS=1 counts each server's system calls during its runs
+#   with `perf stat` (syscall tracepoints, which cost a little per call) and
+#   reports them per Check: all, sends (sendto, sendmsg, write, writev),
+#   receives (recvfrom, recvmsg, read), epoll_wait and futex)
 # Output: a markdown table on stdout, target/iamd-bench/envoy_load.json
 # (envoy_load_h1.json for ENVOY_LOAD_PROTO=h1).
 set -euo pipefail
@@ -222,6 +226,10 @@ checks() {
     awk -F': ' '{ n += $2 } END { print n + 0 }'
 }
 CPU_LOG="$WORK/cpu.tsv"
+SYSCALL_EVENTS=raw_syscalls:sys_enter
+for call in sendto sendmsg write writev recvfrom recvmsg read epoll_wait futex; do
+  SYSCALL_EVENTS+=,syscalls:sys_enter_$call
+done
 : >"$CPU_LOG"
 run_target() {
   local target=$1 c=$2 round=$3 port server="" admin="" t0 t1 n0 n1
@@ -231,7 +239,12 @@ run_target() {
   plain) port=$PLAIN_PORT ;;
   upstream) port=$UP_PORT ;;
   esac
-  local perf=""
+  local perf="" counter=""
+  if [ -n "$server" ] && [ -n "${ENVOY_LOAD_SYSCALLS:-}" ]; then
+    perf stat -x, -e "$SYSCALL_EVENTS" -p "$server" -o "$WORK/syscalls-$target-c$c-r$round.csv" &
+    counter=$!
+    sleep 0.3
+  fi
   if [ -n "$server" ]; then
     if [ -n "${ENVOY_LOAD_PERF:-}" ]; then
       mkdir -p "$ENVOY_LOAD_PERF"
@@ -247,6 +260,10 @@ run_target() {
   if [ -n "$perf" ]; then
     kill -INT "$perf"
     wait "$perf" || true
+  fi
+  if [ -n "$counter" ]; then
+    kill -INT "$counter"
+    wait "$counter" || true
   fi
   if [ -n "$server" ]; then
     t1=$(cpu_ticks "$server")
@@ -270,7 +287,7 @@ summarize >"$WORK/stats.json"
 python3 - "$WORK" "$MACHINE" "$STORE_SUMMARY" "$OUT_JSON" "$LOAD_DURATION" "$LOAD_WARMUP" \
   "$LOAD_ROUNDS" "$H2LOAD_THREADS" "$ENVOY_VERSION" "$ENVOY_CONCURRENCY" "$ENVOY_LOAD_PROTO" "${H2LOAD_REQUESTS:-}" \
   "$(getconf CLK_TCK)" <<'EOF'
-import json, sys
+import glob, json, sys
 from collections import defaultdict
 work, machine, store, out, duration, warmup, rounds, threads, envoy_version, envoy_concurrency, proto, counted, clk_tck = sys.argv[1:]
 stats = json.load(open(f"{work}/stats.json"))
@@ -297,6 +314,22 @@ def cpu_us(target, c):
     if n == 0:
         sys.exit(f"the {target} Envoy counted no Checks at {c} clients")
     return ticks * 1e6 / int(clk_tck) / n
+# System calls per Check (ENVOY_LOAD_SYSCALLS=1), pooled over rounds like the CPU.
+groups = {"all": ["raw_syscalls:sys_enter"],
+          "send": [f"syscalls:sys_enter_{x}" for x in ("sendto", "sendmsg", "write", "writev")],
+          "receive": [f"syscalls:sys_enter_{x}" for x in ("recvfrom", "recvmsg", "read")],
+          "epoll_wait": ["syscalls:sys_enter_epoll_wait"], "futex": ["syscalls:sys_enter_futex"]}
+def syscalls(target, c):
+    files = glob.glob(f"{work}/syscalls-{target}-c{c}-r*.csv")
+    if not files:
+        return None
+    events = defaultdict(int)
+    for f in files:
+        for line in open(f):
+            fields = line.strip().split(",")
+            if len(fields) > 2 and fields[0].isdigit():
+                events[fields[2]] += int(fields[0])
+    return {g: sum(events[e] for e in es) / cpu[(target, c)][1] for g, es in groups.items()}
 versus_noop = []
 for c in sorted({s["concurrency"] for s in stats}):
     a, n, p = by[("authz", c)], by[("noop", c)], by[("plain", c)]
@@ -307,6 +340,10 @@ for c in sorted({s["concurrency"] for s in stats}):
         row[f"iamd_added_{q}_us"] = a[f"{q}_us"] - p[f"{q}_us"]
         row[f"noop_added_{q}_us"] = n[f"{q}_us"] - p[f"{q}_us"]
         row[f"added_{q}_ratio"] = row[f"iamd_added_{q}_us"] / row[f"noop_added_{q}_us"] if row[f"noop_added_{q}_us"] > 0 else None
+    for name, target in (("iamd", "authz"), ("noop", "noop")):
+        per_check = syscalls(target, c)
+        if per_check:
+            row[f"{name}_syscalls_per_check"] = per_check
     row["latency_p50_ratio"] = a["p50_us"] / n["p50_us"]
     row["latency_p99_ratio"] = a["p99_us"] / n["p99_us"]
     versus_noop.append(row)
@@ -352,6 +389,14 @@ for r in versus_noop:
     print(f"| {r['concurrency']} | {r['iamd_cpu_us_per_check']:.1f} | {r['noop_cpu_us_per_check']:.1f} | {r['cpu_ratio']:.2f} | "
           f"{ms(r['iamd_added_p50_us'])} / {ms(r['iamd_added_p99_us'])} | {ms(r['noop_added_p50_us'])} / {ms(r['noop_added_p99_us'])} | "
           f"{fmt(r['added_p50_ratio'])} | {fmt(r['added_p99_ratio'])} | {r['latency_p50_ratio']:.2f} | {r['latency_p99_ratio']:.2f} |")
+if any("iamd_syscalls_per_check" in r for r in versus_noop):
+    print("\n| clients | server | syscalls/Check | sends | receives | epoll_wait | futex |")
+    print("|---:|---|---:|---:|---:|---:|---:|")
+    for r in versus_noop:
+        for name in ("iamd", "noop"):
+            k = r.get(f"{name}_syscalls_per_check")
+            if k:
+                print(f"| {r['concurrency']} | {name} | {k['all']:.2f} | {k['send']:.2f} | {k['receive']:.2f} | {k['epoll_wait']:.2f} | {k['futex']:.2f} |")
 print(f"\nwritten: {out}")
 EOF
 log "done: $((SECONDS - T0)) s after the build"

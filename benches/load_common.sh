@@ -13,6 +13,8 @@
 #   H2LOAD_THREADS    h2load -t (default 1)
 #   H2LOAD_REQUESTS   if set, counted runs of this many requests instead of
 #                     timed ones (benches/envoy_load.sh sets it for HTTP/1.1)
+#   IAMD_BIN          an iamd binary to measure instead of building
+#                     target/release/iamd (an A/B of two builds, say)
 # shellcheck shell=bash
 
 LOAD_DURATION=${LOAD_DURATION:-2}
@@ -25,7 +27,7 @@ STORE_PRINCIPALS=${STORE_PRINCIPALS:-3600}
 STORE_SEED=${STORE_SEED:-42}
 H2LOAD_THREADS=${H2LOAD_THREADS:-1}
 
-IAMD=target/release/iamd
+IAMD=${IAMD_BIN:-target/release/iamd}
 # shellcheck disable=SC2034 # used by the scripts that source this file
 OUT_DIR=target/iamd-bench
 
@@ -86,6 +88,10 @@ free_port() {
 }
 
 build_iamd() {
+  if [ -n "${IAMD_BIN:-}" ]; then
+    log "measuring $IAMD_BIN (IAMD_BIN), not a fresh build"
+    return
+  fi
   log "cargo build --release --locked"
   cargo build --release --locked
 }
