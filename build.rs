@@ -1,6 +1,7 @@
 //! Compiles `proto/iamd/v1/authorizer.proto` with protox (a pure-Rust protobuf
 //! compiler, so no system `protoc` is needed) and writes the descriptor set
-//! that server reflection serves.
+//! that server reflection serves; compiles etcd's v3 API (`proto/etcd/`)
+//! into the client stubs of the etcd store backend.
 
 use std::path::PathBuf;
 
@@ -17,5 +18,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .build_server(true)
         .codec_path("crate::server::codec::StrictCodec")
         .compile_fds(fds)?;
+    let etcd = protox::compile(["rpc.proto"], ["proto/etcd"])?;
+    tonic_prost_build::configure()
+        .build_client(true)
+        .build_server(false)
+        .compile_fds(etcd)?;
     Ok(())
 }

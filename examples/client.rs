@@ -35,6 +35,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             })
             .collect(),
             explain: false,
+            ..Default::default()
         })
         .await?
         .into_inner();

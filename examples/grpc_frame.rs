@@ -32,6 +32,7 @@ fn allow_probe() -> Result<AuthorizeRequest, Error> {
         resource: probe.resource,
         context: Default::default(),
         explain: false,
+        ..Default::default()
     })
 }
 
@@ -59,6 +60,7 @@ fn main() -> Result<(), Error> {
             let one = allow_probe()?;
             AuthorizeBatchRequest {
                 requests: vec![one; n],
+                ..Default::default()
             }
             .encode_to_vec()
         }

@@ -20,7 +20,7 @@ use crate::metrics::{self, Metrics};
 use crate::reload::{self, ReloadObserver, Reloaded, SnapshotCell, Trigger};
 use crate::server::listener::{self, ConnectionTable};
 use crate::server::{pb, AdmissionLayer, AppState, AuthorizerService, EnvoyAuthorizer};
-use crate::store::LoadError;
+use crate::store::{etcd, LoadError, StoreLocation};
 
 type AuthorizerServer = pb::authorizer_server::AuthorizerServer<AuthorizerService>;
 
@@ -41,6 +41,8 @@ pub enum ServeError {
         #[source]
         source: notify::Error,
     },
+    #[error("cannot connect to the store's etcd cluster: {0}")]
+    Etcd(#[source] crate::store::etcd::EtcdError),
     #[error("cannot build server reflection: {0}")]
     Reflection(#[source] tonic_reflection::server::Error),
     #[error(transparent)]
@@ -93,7 +95,9 @@ impl ReloadObserver for Observer {
                     LoadError::Rejected { findings, .. } => {
                         findings.errors().next().map(ToString::to_string)
                     }
-                    LoadError::Dir { .. } | LoadError::Compile { .. } => None,
+                    LoadError::Dir { .. } | LoadError::Compile { .. } | LoadError::Etcd { .. } => {
+                        None
+                    }
                 };
                 tracing::error!(
                     store = %self.store,
@@ -330,7 +334,7 @@ pub async fn serve(args: ServeArgs, signals: Signals) -> Result<(), ServeError> 
         max_connections = grpc_limits.max_connections,
         metrics_max_connections = metrics_limits.max_connections,
         uds = args.uds.as_ref().map(|p| p.display().to_string()).unwrap_or_default(),
-        store = %args.store.display(),
+        store = %args.store,
         "iamd listening"
     );
 
@@ -341,23 +345,36 @@ pub async fn serve(args: ServeArgs, signals: Signals) -> Result<(), ServeError> 
 
     let observer = Arc::new(Observer {
         health: health.clone(),
-        store: args.store.display().to_string(),
+        store: args.store.to_string(),
     });
-    let (reload_tx, _reload_task) = reload::spawn_reloader(
-        cell.clone(),
-        args.store.clone(),
-        reload::Timing {
-            debounce: Duration::from_millis(args.reload_debounce_ms),
-            max_wait: Duration::from_millis(args.reload_max_wait_ms),
-            recheck: Duration::from_millis(args.reload_recheck_ms),
-        },
-        observer,
-    )
-    .map_err(|source| ServeError::Watch {
-        path: args.store.display().to_string(),
-        source,
-    })?;
-    let _ = reload_tx.send(Trigger::Startup);
+    // A directory is watched and reloaded; an etcd store is followed.
+    let reload_tx = match &args.store {
+        StoreLocation::Dir(dir) => {
+            let (reload_tx, _reload_task) = reload::spawn_reloader(
+                cell.clone(),
+                dir.clone(),
+                reload::Timing {
+                    debounce: Duration::from_millis(args.reload_debounce_ms),
+                    max_wait: Duration::from_millis(args.reload_max_wait_ms),
+                    recheck: Duration::from_millis(args.reload_recheck_ms),
+                },
+                observer,
+            )
+            .map_err(|source| ServeError::Watch {
+                path: dir.display().to_string(),
+                source,
+            })?;
+            let _ = reload_tx.send(Trigger::Startup);
+            Some(reload_tx)
+        }
+        StoreLocation::Etcd(target) => {
+            let client = etcd::Client::connect(target, &args.etcd)
+                .await
+                .map_err(ServeError::Etcd)?;
+            let _follower = reload::etcd::spawn_follower(cell.clone(), client, observer);
+            None
+        }
+    };
 
     let mut servers = tokio::task::JoinSet::new();
     servers.spawn(router().serve_with_incoming_shutdown(
@@ -397,10 +414,13 @@ pub async fn serve(args: ServeArgs, signals: Signals) -> Result<(), ServeError> 
         tokio::select! {
             _ = sigterm.recv() => break None,
             _ = sigint.recv() => break None,
-            _ = sighup.recv() => {
-                tracing::info!("SIGHUP: reloading the store");
-                let _ = reload_tx.send(Trigger::Signal);
-            }
+            _ = sighup.recv() => match &reload_tx {
+                Some(reload_tx) => {
+                    tracing::info!("SIGHUP: reloading the store");
+                    let _ = reload_tx.send(Trigger::Signal);
+                }
+                None => tracing::info!("SIGHUP: an etcd store is followed as it changes; nothing to reload"),
+            },
             Some(done) = servers.join_next() => {
                 // A server stopped without being asked to: report it and stop.
                 break Some(match done {

@@ -55,9 +55,12 @@ pub enum LogFormat {
 /// Flags of `iamd serve`.
 #[derive(Debug, Clone, Args)]
 pub struct ServeArgs {
-    /// The store directory (watched; changes are reloaded).
+    /// The store: a directory (watched; changes are reloaded) or
+    /// etcd://HOST:PORT[,HOST:PORT...]/PREFIX (followed with a watch).
     #[arg(long, env = "IAMD_STORE")]
-    pub store: PathBuf,
+    pub store: crate::store::StoreLocation,
+    #[command(flatten)]
+    pub etcd: crate::store::EtcdOptions,
 
     /// gRPC listen address (Authorizer, Envoy ext_authz, health, reflection).
     #[arg(long, env = "IAMD_GRPC_ADDR", default_value = "127.0.0.1:50051")]
@@ -115,6 +118,11 @@ pub struct ServeArgs {
     /// Longest context value, in bytes.
     #[arg(long, env = "IAMD_MAX_CONTEXT_VALUE_BYTES", default_value_t = 4096)]
     pub max_context_value_bytes: usize,
+
+    /// Longest a request with `min_revision` waits for this sidecar to reach
+    /// it before failing with UNAVAILABLE, in milliseconds.
+    #[arg(long, env = "IAMD_MAX_REVISION_WAIT_MS", default_value_t = 1000)]
+    pub max_revision_wait_ms: u64,
 
     /// Envoy ext_authz: the region of functions named without an ARN.
     #[arg(long, env = "IAMD_LAMBDA_REGION")]
@@ -253,6 +261,7 @@ impl ServeArgs {
             max_context_keys: self.max_context_keys,
             max_context_values: self.max_context_values,
             max_context_value_bytes: self.max_context_value_bytes,
+            max_revision_wait: Duration::from_millis(self.max_revision_wait_ms),
         }
     }
 

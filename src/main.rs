@@ -5,7 +5,8 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 use iamd::engine::{self, ContextEntry, Request, Snapshot};
-use iamd::store;
+use iamd::finding::Findings;
+use iamd::store::{self, etcd, EtcdOptions, StoreLocation};
 
 #[derive(Parser)]
 #[command(
@@ -26,6 +27,9 @@ enum Command {
     Validate(ValidateArgs),
     /// Decide one request against a store.
     Check(CheckArgs),
+    /// Copy a store directory into an etcd store, or one out of it.
+    #[command(subcommand)]
+    Store(StoreCommand),
     /// Bench tooling, not for production: write a deterministic synthetic
     /// store (`iamd::synth`) for the benchmarks and load scripts. Hidden
     /// from the command list.
@@ -52,11 +56,50 @@ struct GenStoreArgs {
     out: PathBuf,
 }
 
+#[derive(Subcommand)]
+enum StoreCommand {
+    /// Replace an etcd store's documents with a directory's, as one change
+    /// no reader sees half of; an invalid directory is refused first.
+    Push(PushArgs),
+    /// Copy an etcd store's documents into a new (or empty) directory.
+    Pull(PullArgs),
+}
+
+#[derive(Args)]
+struct PushArgs {
+    /// The etcd store: etcd://HOST:PORT[,HOST:PORT...]/PREFIX.
+    #[arg(long, env = "IAMD_STORE")]
+    store: StoreLocation,
+    #[command(flatten)]
+    etcd: EtcdOptions,
+    /// Take over from a push that died (its marker is replaced).
+    #[arg(long)]
+    force: bool,
+    /// Print the findings as JSON, as `iamd validate --json` does.
+    #[arg(long)]
+    json: bool,
+    /// The store directory to push.
+    dir: PathBuf,
+}
+
+#[derive(Args)]
+struct PullArgs {
+    /// The etcd store: etcd://HOST:PORT[,HOST:PORT...]/PREFIX.
+    #[arg(long, env = "IAMD_STORE")]
+    store: StoreLocation,
+    #[command(flatten)]
+    etcd: EtcdOptions,
+    /// The directory to write (created; if it exists it must be empty).
+    dir: PathBuf,
+}
+
 #[derive(Args)]
 struct ValidateArgs {
-    /// The store directory.
+    /// The store: a directory or etcd://HOST:PORT[,HOST:PORT...]/PREFIX.
     #[arg(long, env = "IAMD_STORE")]
-    store: PathBuf,
+    store: StoreLocation,
+    #[command(flatten)]
+    etcd: EtcdOptions,
     /// Print JSON instead of text.
     #[arg(long)]
     json: bool,
@@ -64,9 +107,11 @@ struct ValidateArgs {
 
 #[derive(Args)]
 struct CheckArgs {
-    /// The store directory.
+    /// The store: a directory or etcd://HOST:PORT[,HOST:PORT...]/PREFIX.
     #[arg(long, env = "IAMD_STORE")]
-    store: PathBuf,
+    store: StoreLocation,
+    #[command(flatten)]
+    etcd: EtcdOptions,
     /// Who asks: an IAM user, role or assumed-role ARN, an account id or root ARN, a service principal, or `*`.
     #[arg(long)]
     principal: String,
@@ -98,6 +143,8 @@ fn main() -> ExitCode {
         Command::Serve(args) => serve(*args),
         Command::Validate(args) => validate(&args),
         Command::Check(args) => check(&args),
+        Command::Store(StoreCommand::Push(args)) => push(&args),
+        Command::Store(StoreCommand::Pull(args)) => pull(&args),
         Command::GenStore(args) => gen_store(&args),
     }
 }
@@ -158,25 +205,80 @@ fn serve(args: iamd::config::ServeArgs) -> ExitCode {
 }
 
 /// Compiles a loaded store, or says why not and gives the exit code (1).
-fn compile(store: iamd::model::Store, dir: &std::path::Path) -> Result<Snapshot, ExitCode> {
+fn compile(store: iamd::model::Store, location: &StoreLocation) -> Result<Snapshot, ExitCode> {
     Snapshot::compile_owned(store).map_err(|e| {
-        eprintln!(
-            "iamd: the store `{}` cannot be compiled: {e}",
-            dir.display()
-        );
+        eprintln!("iamd: the store `{location}` cannot be compiled: {e}");
         ExitCode::from(1)
     })
 }
 
-fn validate(args: &ValidateArgs) -> ExitCode {
-    let (store, findings) = match store::load_with_findings(&args.store) {
-        Ok(r) => r,
+/// A runtime for the commands that talk to etcd.
+fn block_on<F: std::future::Future>(f: F) -> Result<F::Output, ExitCode> {
+    match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => Ok(runtime.block_on(f)),
         Err(e) => {
-            eprintln!("iamd: {e}");
-            return ExitCode::from(1);
+            eprintln!("iamd: cannot start the async runtime: {e}");
+            Err(ExitCode::from(1))
         }
+    }
+}
+
+/// Reads a store wherever it is, with every finding (the store only when no
+/// ERROR rejects it).
+fn read_store(
+    location: &StoreLocation,
+    options: &EtcdOptions,
+) -> Result<(Option<iamd::model::Store>, Findings), ExitCode> {
+    let fail = |e: &dyn std::fmt::Display| {
+        eprintln!("iamd: {e}");
+        ExitCode::from(1)
     };
-    let snapshot = match store.map(|s| compile(s, &args.store)).transpose() {
+    match location {
+        StoreLocation::Dir(dir) => store::load_with_findings(dir).map_err(|e| fail(&e)),
+        StoreLocation::Etcd(target) => {
+            let listing =
+                block_on(async { etcd::Client::connect(target, options).await?.list().await })?
+                    .map_err(|e| {
+                        fail(&store::LoadError::Etcd {
+                            store: location.to_string(),
+                            source: e,
+                        })
+                    })?;
+            if let Some(marker) = listing.push {
+                return Err(fail(&format_args!(
+                    "the store `{location}` is being pushed (marker {marker}); it is read once the push commits"
+                )));
+            }
+            Ok(store::from_documents(
+                listing
+                    .documents
+                    .iter()
+                    .map(|(rel, doc)| (rel.as_str(), doc.value.as_slice())),
+            ))
+        }
+    }
+}
+
+fn validate(args: &ValidateArgs) -> ExitCode {
+    let (store, findings) = match read_store(&args.store, &args.etcd) {
+        Ok(r) => r,
+        Err(code) => return code,
+    };
+    report(store, &findings, &args.store, args.json)
+}
+
+/// Prints findings and the store's size as `iamd validate` does; the exit
+/// code says whether the store loads.
+fn report(
+    store: Option<iamd::model::Store>,
+    findings: &Findings,
+    location: &StoreLocation,
+    json: bool,
+) -> ExitCode {
+    let snapshot = match store.map(|s| compile(s, location)).transpose() {
         Ok(snapshot) => snapshot,
         Err(code) => return code,
     };
@@ -188,7 +290,7 @@ fn validate(args: &ValidateArgs) -> ExitCode {
         stats
     });
     let valid = stats.is_some() && !findings.has_errors();
-    if args.json {
+    if json {
         let out = serde_json::json!({
             "valid": valid,
             "findings": findings.iter().collect::<Vec<_>>(),
@@ -199,7 +301,7 @@ fn validate(args: &ValidateArgs) -> ExitCode {
         });
         println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
     } else {
-        for f in &findings {
+        for f in findings {
             println!("{f}");
         }
         let errors = findings.errors().count();
@@ -260,19 +362,22 @@ fn check(args: &CheckArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let loaded = match store::load(&args.store) {
-        Ok(l) => l,
-        Err(e) => {
-            eprintln!("iamd: {e}");
-            if let store::LoadError::Rejected { findings, .. } = &e {
-                for f in findings.errors() {
-                    eprintln!("{f}");
-                }
+    let loaded = match read_store(&args.store, &args.etcd) {
+        Ok((Some(store), findings)) if !findings.has_errors() => store,
+        Ok((_, findings)) => {
+            eprintln!(
+                "iamd: the store `{}` was rejected with {} error(s)",
+                args.store,
+                findings.errors().count()
+            );
+            for f in findings.errors() {
+                eprintln!("{f}");
             }
             return ExitCode::from(1);
         }
+        Err(code) => return code,
     };
-    let snapshot = match compile(loaded.store, &args.store) {
+    let snapshot = match compile(loaded, &args.store) {
         Ok(snapshot) => snapshot,
         Err(code) => return code,
     };
@@ -354,4 +459,123 @@ fn print_explanation(x: &engine::Explanation) {
             n.reason
         );
     }
+}
+
+fn push(args: &PushArgs) -> ExitCode {
+    let StoreLocation::Etcd(target) = &args.store else {
+        eprintln!(
+            "iamd: `iamd store push` writes to an etcd store (etcd://HOST:PORT/PREFIX), not `{}`",
+            args.store
+        );
+        return ExitCode::from(2);
+    };
+    // The same checks as `iamd validate`, before anything is written.
+    let source = StoreLocation::Dir(args.dir.clone());
+    let (store, findings) = match read_store(&source, &args.etcd) {
+        Ok(r) => r,
+        Err(code) => return code,
+    };
+    if store.is_none() || findings.has_errors() {
+        report(store, &findings, &source, args.json);
+        eprintln!(
+            "iamd: nothing was pushed: `{}` is rejected",
+            args.dir.display()
+        );
+        return ExitCode::from(1);
+    }
+    drop(store);
+    let documents = match store::read_documents(&args.dir) {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("iamd: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let pushed = match block_on(async {
+        etcd::Client::connect(target, &args.etcd)
+            .await?
+            .push(&documents, args.force)
+            .await
+    }) {
+        Ok(pushed) => pushed,
+        Err(code) => return code,
+    };
+    match pushed {
+        Ok(r) => {
+            println!(
+                "pushed {} documents to {}: {} written, {} unchanged, {} removed; revision {}",
+                documents.len(),
+                args.store,
+                r.written,
+                r.unchanged,
+                r.removed,
+                r.revision
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("iamd: the push to `{}` failed: {e}", args.store);
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn pull(args: &PullArgs) -> ExitCode {
+    let StoreLocation::Etcd(target) = &args.store else {
+        eprintln!(
+            "iamd: `iamd store pull` reads an etcd store (etcd://HOST:PORT/PREFIX), not `{}`",
+            args.store
+        );
+        return ExitCode::from(2);
+    };
+    let occupied = std::fs::read_dir(&args.dir).is_ok_and(|mut e| e.next().is_some());
+    if occupied {
+        {
+            eprintln!(
+                "iamd: `{}` is not empty; pull writes into a new or empty directory",
+                args.dir.display()
+            );
+            return ExitCode::from(2);
+        }
+    }
+    let listing = match block_on(async {
+        etcd::Client::connect(target, &args.etcd)
+            .await?
+            .list()
+            .await
+    }) {
+        Ok(Ok(listing)) => listing,
+        Ok(Err(e)) => {
+            eprintln!("iamd: cannot read the store `{}`: {e}", args.store);
+            return ExitCode::from(1);
+        }
+        Err(code) => return code,
+    };
+    if let Some(marker) = &listing.push {
+        eprintln!(
+            "iamd: the store `{}` is being pushed (marker {marker}); pull it once the push commits",
+            args.store
+        );
+        return ExitCode::from(1);
+    }
+    for (rel, doc) in &listing.documents {
+        // `is_document` already refused empty, `.` and `..` parts.
+        let path = args.dir.join(rel);
+        let written = path
+            .parent()
+            .map_or(Ok(()), std::fs::create_dir_all)
+            .and_then(|()| std::fs::write(&path, &doc.value));
+        if let Err(e) = written {
+            eprintln!("iamd: cannot write `{}`: {e}", path.display());
+            return ExitCode::from(1);
+        }
+    }
+    println!(
+        "pulled {} documents from {} at revision {} into {}",
+        listing.documents.len(),
+        args.store,
+        listing.modified,
+        args.dir.display()
+    );
+    ExitCode::SUCCESS
 }

@@ -203,6 +203,19 @@ impl Metrics {
             "iamd_store_watch_restarts_total",
             "Times the store watch was set up again (the directory was replaced, or removed and recreated)."
         );
+        // An etcd store's gauges; a directory store never sets them.
+        metrics::describe_gauge!(
+            "iamd_store_connected",
+            "etcd store: 1 while the watch on the store's etcd cluster is up."
+        );
+        metrics::describe_gauge!(
+            "iamd_store_last_contact_timestamp_seconds",
+            "etcd store: Unix time of the last answer from the store's etcd cluster."
+        );
+        metrics::describe_gauge!(
+            "iamd_store_applied_revision",
+            "etcd store: the etcd revision of the last change applied to the serving snapshot."
+        );
         metrics::describe_gauge!("iamd_build_info", "Always 1; the version is a label.");
         gauge!("iamd_build_info", "version" => env!("CARGO_PKG_VERSION")).set(1.0);
         counter!("iamd_reloads_total", "result" => "success").absolute(0);
@@ -353,6 +366,16 @@ pub fn reload_failed() {
 }
 
 /// Records whether the store is watched, and a watch set up again.
+/// An etcd store's follower reached etcd (or failed to).
+pub fn store_contact(connected: bool, applied_revision: i64) {
+    gauge!("iamd_store_connected").set(if connected { 1.0 } else { 0.0 });
+    if connected {
+        gauge!("iamd_store_last_contact_timestamp_seconds")
+            .set(crate::reload::unix_seconds(std::time::SystemTime::now()));
+    }
+    gauge!("iamd_store_applied_revision").set(applied_revision as f64);
+}
+
 pub fn store_watch(up: bool, restarted: bool) {
     gauge!("iamd_store_watch_up").set(if up { 1.0 } else { 0.0 });
     if restarted {

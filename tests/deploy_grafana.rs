@@ -131,12 +131,26 @@ fn promql_metric_names(expr: &str) -> Vec<String> {
 
 /// The metric names a running iamd exports (the names of its samples, so a
 /// histogram contributes `_bucket`, `_sum` and `_count`).
+/// What iamd exports on a directory store and, with the etcd store's own
+/// gauges, on an etcd store (a one-member cluster holding the example store).
 fn exported_metric_names() -> BTreeSet<String> {
-    let iamd = Iamd::start_loaded(&example_store(), &[]);
-    parse_prometheus(&iamd.metrics_text())
-        .into_iter()
-        .map(|s| s.name)
-        .collect()
+    let names = |iamd: &Iamd| -> BTreeSet<String> {
+        parse_prometheus(&iamd.metrics_text())
+            .into_iter()
+            .map(|s| s.name)
+            .collect()
+    };
+    let mut exported = names(&Iamd::start_loaded(&example_store(), &[]));
+    let cluster = common::etcd::Cluster::start(1);
+    let url = cluster.store("iamd");
+    let pushed = std::process::Command::new(env!("CARGO_BIN_EXE_iamd"))
+        .args(["store", "push", "--store", &url])
+        .arg(example_store())
+        .output()
+        .unwrap();
+    assert!(pushed.status.success(), "{pushed:?}");
+    exported.extend(names(&Iamd::start_loaded(std::path::Path::new(&url), &[])));
+    exported
 }
 
 /// Every PromQL expression of the alert rules and of the Grafana dashboard

@@ -14,8 +14,8 @@ use std::path::Path;
 use std::process::Command;
 
 use common::deploy::{
-    find, iamd_flags, kustomize_build, pip_script, read, repo, run_ok, strs, text, ALICE, ERIN,
-    HELLO,
+    find, iamd_flags, kustomize_build, kustomize_build_at, pip_script, read, repo, run_ok,
+    serve_help, strs, text, ALICE, ERIN, HELLO,
 };
 use common::example_store;
 use serde_json::Value;
@@ -308,4 +308,66 @@ fn kubernetes_store_configmap_loads_as_mounted() {
         let v: Value = serde_json::from_slice(&o.stdout).unwrap();
         assert_eq!(v["decision"], want, "{principal} {action}: {v}");
     }
+}
+
+#[test]
+fn the_etcd_variant_reads_its_store_from_etcd_with_no_configmap() {
+    let (yaml, docs) = kustomize_build_at("deploy/kubernetes-etcd");
+    let out = kubernetes_validate(&yaml).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        out.matches(" passed for resource ").count(),
+        docs.len(),
+        "{out}"
+    );
+    assert_eq!(docs.len(), 3, "a Deployment, a Service, Envoy's ConfigMap");
+    assert!(
+        !docs
+            .iter()
+            .any(|d| d["kind"] == "ConfigMap" && d["metadata"]["name"] == "iamd-store"),
+        "no store ConfigMap"
+    );
+
+    let spec = &find(&docs, "Deployment", "lambda-api")["spec"]["template"]["spec"];
+    let iamd = &spec["initContainers"][0];
+    assert_eq!(iamd["name"], "iamd");
+    let flags = iamd_flags(&strs(&iamd["args"]), "the iamd container");
+    // iamd's own parser takes the --store value as an etcd store.
+    let store: iamd::store::StoreLocation = flags["--store"].parse().unwrap();
+    let iamd::store::StoreLocation::Etcd(target) = store else {
+        panic!("not an etcd store: {}", flags["--store"]);
+    };
+    assert_eq!(target.endpoints.len(), 3);
+    assert_eq!(target.prefix, "/iamd");
+
+    // The TLS files come from the Secret's mount, named by variables iamd reads.
+    let (_, envs) = serve_help();
+    let mount = iamd["volumeMounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["name"] == "iamd-etcd-client")
+        .expect("the etcd client Secret is mounted");
+    let dir = mount["mountPath"].as_str().unwrap();
+    let env = iamd["env"].as_array().unwrap();
+    assert_eq!(env.len(), 3);
+    for e in env {
+        let name = e["name"].as_str().unwrap();
+        assert!(envs.contains(name), "iamd serve --help lists no {name}");
+        assert!(
+            e["value"].as_str().unwrap().starts_with(&format!("{dir}/")),
+            "{e}"
+        );
+    }
+    let volumes = spec["volumes"].as_array().unwrap();
+    assert!(volumes
+        .iter()
+        .all(|v| v["configMap"]["name"] != "iamd-store"));
+    let secret = volumes
+        .iter()
+        .find(|v| v["name"] == "iamd-etcd-client")
+        .unwrap();
+    assert_eq!(secret["secret"]["secretName"], "iamd-etcd-client");
+    // Group-readable only, for the pod's fsGroup.
+    assert_eq!(secret["secret"]["defaultMode"], 0o440);
+    assert_eq!(spec["securityContext"]["fsGroup"], 65532);
 }

@@ -2057,6 +2057,7 @@ const LIMITS: iamd::server::Limits = iamd::server::Limits {
     max_context_keys: 3,
     max_context_values: 3,
     max_context_value_bytes: 16,
+    max_revision_wait: std::time::Duration::from_millis(100),
 };
 
 struct Services {
@@ -2172,6 +2173,7 @@ fn arb_pb_request() -> impl Strategy<Value = pb::AuthorizeRequest> {
             resource,
             context,
             explain,
+            ..Default::default()
         },
     )
 }
@@ -2237,6 +2239,7 @@ fn check_authorize(requests: Vec<pb::AuthorizeRequest>, batch: bool) -> Result<(
     let (result, size, per_request) = if batch {
         let msg = pb::AuthorizeBatchRequest {
             requests: requests.clone(),
+            ..Default::default()
         };
         let size = msg.encoded_len();
         let per: Vec<Vec<String>> = requests
@@ -2446,7 +2449,7 @@ proptest! {
     fn authorize_on_decoded_bytes(
         one in arb_message_bytes(arb_pb_request()),
         many in arb_message_bytes(prop::collection::vec(arb_pb_request(), 0..6)
-            .prop_map(|requests| pb::AuthorizeBatchRequest { requests })),
+            .prop_map(|requests| pb::AuthorizeBatchRequest { requests, ..Default::default() })),
     ) {
         guarded("Authorize (decoded)", move || {
             if let Ok(r) = pb::AuthorizeRequest::decode(one.as_slice()) {

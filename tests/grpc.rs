@@ -123,6 +123,7 @@ async fn batch_decides_every_request_on_one_snapshot() {
                     &[],
                 ),
             ],
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -365,6 +366,7 @@ async fn bad_requests_get_invalid_argument_naming_the_field() {
     }
     let batch = |n: usize| pb::AuthorizeBatchRequest {
         requests: vec![request(ALICE, "lambda:ListFunctions", "*", &[]); n],
+        ..Default::default()
     };
     let e = client.authorize_batch(batch(4)).await.unwrap_err();
     assert_eq!(e.code(), Code::InvalidArgument);
@@ -540,6 +542,7 @@ async fn sigterm_drains_in_flight_rpcs_and_exits_cleanly() {
     req.explain = true;
     let batch = pb::AuthorizeBatchRequest {
         requests: vec![req; 4000],
+        ..Default::default()
     };
     let call = tokio::spawn(async move { client.authorize_batch(batch).await });
     tokio::time::sleep(Duration::from_millis(30)).await;

@@ -103,6 +103,7 @@ async fn expensive_requests_do_not_starve_health_and_meet_their_deadline() {
             };
             1000
         ],
+        ..Default::default()
     };
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let mut load = Vec::new();

@@ -131,6 +131,7 @@ async fn normal_clients_are_served_while_hostile_ones_and_rewrites_run() {
                     };
                     1000
                 ],
+                ..Default::default()
             };
             while !stop.load(Ordering::Relaxed) {
                 if let Err(e) = client.authorize_batch(batch.clone()).await {

@@ -31,6 +31,8 @@ use crate::engine::{Snapshot, Stats};
 use crate::store::fingerprint::Fingerprint;
 use crate::store::{self, LoadError};
 
+pub mod etcd;
+
 /// Loads of a tree that changed while it was read are tried this many times
 /// in all, waiting [`SETTLE_BACKOFF`] (doubling) in between.
 const SETTLE_ATTEMPTS: u32 = 5;
@@ -40,7 +42,9 @@ const SETTLE_BACKOFF: Duration = Duration::from_millis(25);
 #[derive(Debug)]
 pub struct Served {
     pub snapshot: Snapshot,
-    /// 1 for the first store loaded, one more per successful reload.
+    /// A directory store: 1 for the first store loaded, one more per
+    /// successful reload. An etcd store: the etcd revision of the last
+    /// change applied.
     pub revision: u64,
     pub loaded_at: SystemTime,
     /// Findings below ERROR, counted for logs.
@@ -48,9 +52,20 @@ pub struct Served {
 }
 
 /// The current snapshot, shared by every request handler.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct SnapshotCell {
     current: ArcSwapOption<Served>,
+    /// The serving revision, for requests that wait for one (0: none yet).
+    revision: tokio::sync::watch::Sender<u64>,
+}
+
+impl Default for SnapshotCell {
+    fn default() -> Self {
+        SnapshotCell {
+            current: ArcSwapOption::default(),
+            revision: tokio::sync::watch::Sender::new(0),
+        }
+    }
 }
 
 /// What a successful reload produced.
@@ -95,20 +110,64 @@ impl SnapshotCell {
                 path: dir.to_owned(),
                 source,
             })?;
-        let stats = snapshot.stats();
         // Only the reload task calls this, so the read-increment-store cannot race.
         let revision = self.current.load().as_ref().map_or(0, |s| s.revision) + 1;
+        Ok(self.swap(snapshot, revision, warnings))
+    }
+
+    /// Builds a store from documents (an etcd store's), compiles it and
+    /// swaps it in at `revision`. Blocking. `store` names the store in errors.
+    pub fn install(
+        &self,
+        store: &str,
+        documents: &std::collections::BTreeMap<String, crate::store::etcd::Doc>,
+        revision: u64,
+    ) -> Result<Reloaded, LoadError> {
+        let (built, findings) = store::from_documents(
+            documents
+                .iter()
+                .map(|(rel, doc)| (rel.as_str(), doc.value.as_slice())),
+        );
+        let built = match built {
+            Some(built) if !findings.has_errors() => built,
+            _ => return Err(LoadError::rejected(PathBuf::from(store), findings)),
+        };
+        let snapshot = Snapshot::compile_owned(built).map_err(|source| LoadError::Compile {
+            path: PathBuf::from(store),
+            source,
+        })?;
+        Ok(self.swap(snapshot, revision, findings.len()))
+    }
+
+    /// Waits until the serving revision is at least `min`, at most `within`;
+    /// the revision serving when it gives up is the error.
+    pub async fn wait_for(&self, min: u64, within: Duration) -> Result<(), u64> {
+        let mut revision = self.revision.subscribe();
+        let reached = tokio::time::timeout(within, revision.wait_for(|r| *r >= min))
+            .await
+            .is_ok_and(|r| r.is_ok());
+        if reached {
+            Ok(())
+        } else {
+            Err(*self.revision.borrow())
+        }
+    }
+
+    fn swap(&self, snapshot: Snapshot, revision: u64, warnings: usize) -> Reloaded {
+        let stats = snapshot.stats();
         self.current.store(Some(Arc::new(Served {
             snapshot,
             revision,
             loaded_at: SystemTime::now(),
             warnings,
         })));
-        Ok(Reloaded {
+        // After the store: a waiter woken by this finds the snapshot in place.
+        self.revision.send_replace(revision);
+        Reloaded {
             revision,
             stats,
             warnings,
-        })
+        }
     }
 }
 
@@ -151,6 +210,8 @@ pub enum Trigger {
     Startup,
     FileChange,
     Signal,
+    /// An etcd store: the watch delivered a change (or the store was read again).
+    StoreChange,
     /// The periodic check found the watch stale or down, or the last
     /// attempt could not read the store.
     Recheck,
@@ -190,6 +251,42 @@ pub trait ReloadObserver: Send + Sync + 'static {
             (None, false) => {}
         }
     }
+
+    /// Called by an etcd store's follower on every contact with etcd and
+    /// on every failure. The default records `iamd_store_connected`,
+    /// `iamd_store_last_contact_timestamp_seconds` and
+    /// `iamd_store_applied_revision`, and logs when the connection goes
+    /// down or comes back.
+    fn contact(&self, store: &str, was_connected: bool, contact: &Contact) {
+        crate::metrics::store_contact(contact.connected, contact.applied);
+        match (&contact.error, was_connected) {
+            (Some(error), true) => tracing::warn!(
+                store = %store,
+                error = %error,
+                applied_revision = contact.applied,
+                "lost the store's etcd cluster: the last snapshot keeps serving"
+            ),
+            (Some(error), false) => {
+                tracing::debug!(store = %store, error = %error, "etcd still unreachable")
+            }
+            (None, false) => tracing::info!(
+                store = %store,
+                applied_revision = contact.applied,
+                "connected to the store's etcd cluster"
+            ),
+            (None, true) => {}
+        }
+    }
+}
+
+/// An etcd store's connection, as reported to the observer.
+#[derive(Debug, Clone)]
+pub struct Contact {
+    pub connected: bool,
+    /// Why the connection is down.
+    pub error: Option<String>,
+    /// The etcd revision last applied (0 before the first).
+    pub applied: i64,
 }
 
 /// How the reloader paces itself.
@@ -603,7 +700,7 @@ pub fn spawn_reloader(
                         None => return,
                     }
                 }
-                Trigger::Startup | Trigger::Recheck => first,
+                Trigger::Startup | Trigger::Recheck | Trigger::StoreChange => first,
             };
             // Re-resolve the path and re-arm the watches first, then load:
             // a change made after the watches are set up is seen, and one
@@ -663,6 +760,30 @@ pub fn unix_seconds(t: SystemTime) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_wait_for_a_revision_ends_when_it_serves_or_at_the_limit() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("f.json"), r#"{"Policy": {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Principal": "*",
+            "Action": "lambda:InvokeFunction", "Resource": "arn:aws:lambda:us-east-1:111122223333:function:f"}]}}"#).unwrap();
+        let cell = Arc::new(SnapshotCell::new());
+        assert_eq!(cell.wait_for(1, Duration::from_millis(20)).await, Err(0));
+        let waiter = {
+            let cell = cell.clone();
+            tokio::spawn(async move { cell.wait_for(2, Duration::from_secs(30)).await })
+        };
+        cell.reload(dir.path()).unwrap();
+        tokio::task::yield_now().await;
+        assert!(!waiter.is_finished(), "revision 1 is not 2");
+        cell.reload(dir.path()).unwrap();
+        assert_eq!(waiter.await.unwrap(), Ok(()));
+        assert_eq!(cell.load().as_ref().unwrap().revision, 2);
+        assert_eq!(
+            cell.wait_for(1, Duration::ZERO).await,
+            Ok(()),
+            "past it is enough"
+        );
+    }
 
     #[test]
     fn revision_increases_and_bad_stores_keep_the_last_good_one() {

@@ -64,6 +64,27 @@ impl AuthorizerService {
         })
     }
 
+    /// Waits until the serving snapshot is at `min_revision` or past it (a
+    /// request's read-your-writes bound; 0 asks for nothing), at most
+    /// `--max-revision-wait-ms`. Revisions only grow, so any snapshot loaded
+    /// afterwards is recent enough.
+    async fn reach(&self, min_revision: u64) -> Result<(), ApiError> {
+        if min_revision == 0 {
+            return Ok(());
+        }
+        let wait = self.state.limits.max_revision_wait;
+        self.state
+            .snapshots
+            .wait_for(min_revision, wait)
+            .await
+            .map_err(|serving| {
+                ApiError::RevisionNotReached(format!(
+                    "this sidecar serves revision {serving}; min_revision {min_revision} did not arrive within {} ms",
+                    wait.as_millis()
+                ))
+            })
+    }
+
     /// Runs `f` on the serving snapshot: one guard per RPC, held only while
     /// the synchronous decisions run.
     fn with_snapshot<R>(
@@ -221,11 +242,16 @@ impl pb::authorizer_server::Authorizer for AuthorizerService {
             revision = tracing::field::Empty
         );
         let deadline = request.extensions().get::<Deadline>().copied();
+        let min_revision = request.get_ref().min_revision;
         let parsed = span.in_scope(|| {
             let msg = request.into_inner();
             check_size(&msg, &self.state.limits)?;
             parse_request(msg, &self.state.limits, "")
         });
+        let parsed = match parsed {
+            Ok(req) => self.reach(min_revision).await.map(|()| req),
+            Err(e) => Err(e),
+        };
         let decide = |me: &AuthorizerService, req: &OwnedRequest| {
             let resp = me.with_snapshot(|served| me.decide(served, req, Api::Authorize))?;
             let span = tracing::Span::current();
@@ -257,6 +283,12 @@ impl pb::authorizer_server::Authorizer for AuthorizerService {
             revision = tracing::field::Empty
         );
         let deadline = request.extensions().get::<Deadline>().copied();
+        let batch = request.get_ref();
+        let min_revision = batch
+            .requests
+            .iter()
+            .map(|r| r.min_revision)
+            .fold(batch.min_revision, u64::max);
         let parsed = span.in_scope(|| {
             let msg = request.into_inner();
             check_size(&msg, &self.state.limits)?;
@@ -264,6 +296,10 @@ impl pb::authorizer_server::Authorizer for AuthorizerService {
             tracing::Span::current().record("batch_size", reqs.len());
             Ok(reqs)
         });
+        let parsed = match parsed {
+            Ok(reqs) => self.reach(min_revision).await.map(|()| reqs),
+            Err(e) => Err(e),
+        };
         let result = match parsed {
             Err(e) => Err(e),
             Ok(reqs) if reqs.len() > INLINE_BATCH || reqs.iter().any(|r| r.explain) => {

@@ -18,6 +18,8 @@ pub struct Limits {
     pub max_context_values: usize,
     /// Longest context value, in bytes.
     pub max_context_value_bytes: usize,
+    /// Longest a request waits for its `min_revision`.
+    pub max_revision_wait: std::time::Duration,
 }
 
 impl Default for Limits {
@@ -28,6 +30,7 @@ impl Default for Limits {
             max_context_keys: 64,
             max_context_values: 64,
             max_context_value_bytes: 4096,
+            max_revision_wait: std::time::Duration::from_millis(1000),
         }
     }
 }
@@ -66,6 +69,7 @@ pub fn parse_request(
         resource,
         context,
         explain,
+        min_revision: _,
     } = req;
     for (name, value) in [
         ("principal", &principal),
@@ -132,7 +136,7 @@ pub fn parse_batch(
     req: pb::AuthorizeBatchRequest,
     limits: &Limits,
 ) -> Result<Vec<OwnedRequest>, ApiError> {
-    let pb::AuthorizeBatchRequest { requests } = req;
+    let pb::AuthorizeBatchRequest { requests, .. } = req;
     if requests.is_empty() {
         return Err(ApiError::InvalidArgument(
             "requests must hold at least one request".into(),
@@ -163,6 +167,7 @@ mod tests {
             resource: r.into(),
             context: Default::default(),
             explain: false,
+            ..Default::default()
         }
     }
 
@@ -224,11 +229,19 @@ mod tests {
         };
         let b = pb::AuthorizeBatchRequest {
             requests: vec![req("*", "a:b", "*"); 3],
+            ..Default::default()
         };
         assert!(parse_batch(b, &l)
             .unwrap_err()
             .to_string()
             .contains("3 requests"));
-        assert!(parse_batch(pb::AuthorizeBatchRequest { requests: vec![] }, &l).is_err());
+        assert!(parse_batch(
+            pb::AuthorizeBatchRequest {
+                requests: vec![],
+                ..Default::default()
+            },
+            &l
+        )
+        .is_err());
     }
 }

@@ -59,6 +59,9 @@ pub enum ApiError {
     Internal(String),
     #[error("{0}")]
     DeadlineExceeded(String),
+    /// The snapshot a request asked for (`min_revision`) did not arrive in time.
+    #[error("{0}")]
+    RevisionNotReached(String),
 }
 
 impl From<crate::engine::RequestError> for ApiError {
@@ -77,5 +80,6 @@ pub fn to_status(e: &ApiError) -> tonic::Status {
         ApiError::NoSnapshot => tonic::Status::unavailable(e.to_string()),
         ApiError::Internal(_) => tonic::Status::internal(e.to_string()),
         ApiError::DeadlineExceeded(m) => tonic::Status::deadline_exceeded(m.clone()),
+        ApiError::RevisionNotReached(m) => tonic::Status::unavailable(m.clone()),
     }
 }

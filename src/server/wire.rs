@@ -297,6 +297,7 @@ mod tests {
     fn counts_repeated_fields_at_every_level() {
         let ok = pb::AuthorizeBatchRequest {
             requests: vec![req(2, 2), req(0, 0), req(1, 1)],
+            ..Default::default()
         };
         assert_eq!(
             scan(&ok.encode_to_vec(), &AUTHORIZE_BATCH_REQUEST, &LIMITS),
@@ -304,6 +305,7 @@ mod tests {
         );
         let many = pb::AuthorizeBatchRequest {
             requests: vec![req(0, 0); 4],
+            ..Default::default()
         };
         assert_eq!(
             scan(&many.encode_to_vec(), &AUTHORIZE_BATCH_REQUEST, &LIMITS)
@@ -313,6 +315,7 @@ mod tests {
         );
         let keys = pb::AuthorizeBatchRequest {
             requests: vec![req(3, 0)],
+            ..Default::default()
         };
         assert!(matches!(
             scan(&keys.encode_to_vec(), &AUTHORIZE_BATCH_REQUEST, &LIMITS),

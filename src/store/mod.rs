@@ -7,9 +7,14 @@
 //! Kubernetes ConfigMap mount (`..data` and its timestamped target) is read
 //! once through its visible top-level links.
 
+pub mod etcd;
 mod files;
 pub mod fingerprint;
+pub mod location;
 
+pub use location::{EtcdOptions, EtcdTarget, StoreLocation};
+
+use std::collections::BTreeMap;
 use std::fs;
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -66,6 +71,13 @@ pub enum LoadError {
         first: String,
         findings: Findings,
     },
+    /// The etcd store could not be read.
+    #[error("cannot read the store `{store}`: {source}")]
+    Etcd {
+        store: String,
+        #[source]
+        source: etcd::EtcdError,
+    },
     /// The store validated but is too large to compile into a snapshot.
     #[error("the store `{}` cannot be compiled: {source}", path.display())]
     Compile {
@@ -88,19 +100,25 @@ pub fn load(dir: &Path) -> Result<Loaded, LoadError> {
     let (store, findings) = load_with_findings(dir)?;
     match store {
         Some(store) if !findings.has_errors() => Ok(Loaded { store, findings }),
-        _ => {
-            let count = findings.errors().count();
-            let first = findings
-                .errors()
-                .next()
-                .map(ToString::to_string)
-                .unwrap_or_default();
-            Err(LoadError::Rejected {
-                path: dir.to_owned(),
-                count,
-                first,
-                findings,
-            })
+        _ => Err(LoadError::rejected(dir.to_owned(), findings)),
+    }
+}
+
+impl LoadError {
+    /// The store at `path` rejected, with its findings (the first ERROR in
+    /// the message).
+    pub fn rejected(path: PathBuf, findings: Findings) -> LoadError {
+        let count = findings.errors().count();
+        let first = findings
+            .errors()
+            .next()
+            .map(ToString::to_string)
+            .unwrap_or_default();
+        LoadError::Rejected {
+            path,
+            count,
+            first,
+            findings,
         }
     }
 }
@@ -258,17 +276,73 @@ fn merge(
 pub fn from_texts<'a>(
     files: impl IntoIterator<Item = (&'a str, &'a str)>,
 ) -> (Option<Store>, Findings) {
-    let files: Vec<(&str, &str)> = files.into_iter().collect();
+    from_documents(
+        files
+            .into_iter()
+            .map(|(name, text)| (name, text.as_bytes())),
+    )
+}
+
+/// Builds a store from documents named by relative path (an etcd store's
+/// keys), with the checks of [`load_with_findings`]: a document that is too
+/// large or not UTF-8 is an error, like such a file.
+pub fn from_documents<'a>(
+    documents: impl IntoIterator<Item = (&'a str, &'a [u8])>,
+) -> (Option<Store>, Findings) {
+    let documents: Vec<(&str, &[u8])> = documents.into_iter().collect();
     let budget = StoreBudget::default();
-    let parts = in_parallel(&files, |_: &mut (), part: &mut Part, (name, text)| {
-        if !budget.exhausted() {
-            let used = part.0.add_file(name, text, &mut part.1);
-            budget.spend(text.len(), used);
+    let parts = in_parallel(&documents, |_: &mut (), part: &mut Part, (name, bytes)| {
+        if budget.exhausted() {
+            return;
+        }
+        match text(bytes, bytes.len() as u64) {
+            Ok(text) => {
+                let used = part.0.add_file(name, text, &mut part.1);
+                budget.spend(text.len(), used);
+            }
+            Err(msg) => {
+                let loc = Location {
+                    file: (*name).into(),
+                    path: "$".into(),
+                    line: 1,
+                    column: 1,
+                };
+                part.1.push(IssueCode::UnreadableFile, loc, msg);
+            }
         }
     });
     merge(parts, budget.exhausted(), |i| {
-        files.get(i).map(|(name, _)| (*name).to_owned())
+        documents.get(i).map(|(name, _)| (*name).to_owned())
     })
+}
+
+/// Every document of a store directory (what [`load_with_findings`] reads),
+/// by relative path, for copying it elsewhere.
+pub fn read_documents(dir: &Path) -> Result<BTreeMap<String, Vec<u8>>, LoadError> {
+    let mut out = BTreeMap::new();
+    for path in list_files(dir)? {
+        let rel = path
+            .strip_prefix(dir)
+            .unwrap_or(&path)
+            .to_string_lossy()
+            .into_owned();
+        let bytes = fs::read(&path).map_err(|source| LoadError::Dir {
+            path: path.clone(),
+            source,
+        })?;
+        out.insert(rel, bytes);
+    }
+    Ok(out)
+}
+
+/// A document's bytes as text: within [`MAX_FILE_BYTES`] and UTF-8.
+fn text(bytes: &[u8], len: u64) -> Result<&str, String> {
+    if len > MAX_FILE_BYTES {
+        return Err(format!(
+            "the file has {len} bytes; store files are limited to {MAX_FILE_BYTES}"
+        ));
+    }
+    std::str::from_utf8(bytes).map_err(|e| format!("the file is not UTF-8: {e}"))
 }
 
 /// Reads a store file into `buf` (reused across files: one open and one
@@ -280,13 +354,12 @@ fn read_file<'b>(path: &Path, buf: &'b mut Vec<u8>) -> Result<&'b str, String> {
         .take(MAX_FILE_BYTES + 1)
         .read_to_end(buf)
         .map_err(|e| format!("cannot read the file: {e}"))?;
-    if read as u64 > MAX_FILE_BYTES {
-        let len = fs::metadata(path).map_or(read as u64, |m| m.len());
-        return Err(format!(
-            "the file has {len} bytes; store files are limited to {MAX_FILE_BYTES}"
-        ));
-    }
-    std::str::from_utf8(buf).map_err(|e| format!("the file is not UTF-8: {e}"))
+    let len = if read as u64 > MAX_FILE_BYTES {
+        fs::metadata(path).map_or(read as u64, |m| m.len())
+    } else {
+        read as u64
+    };
+    text(buf, len)
 }
 
 /// Every `*.json` file below `dir`, in a stable depth-first order (names

@@ -193,10 +193,15 @@ pub fn wait_until<T>(what: &str, within: Duration, mut f: impl FnMut() -> Option
 
 /// `kubectl kustomize deploy/kubernetes`: the YAML and its documents.
 pub fn kustomize_build() -> (String, Vec<Value>) {
+    kustomize_build_at("deploy/kubernetes")
+}
+
+/// `kubectl kustomize` of a kustomization below the repository.
+pub fn kustomize_build_at(dir: &str) -> (String, Vec<Value>) {
     let o = run_ok(
         Command::new(pip_script("kubectl"))
             .arg("kustomize")
-            .arg(repo().join("deploy/kubernetes")),
+            .arg(repo().join(dir)),
     );
     let yaml = String::from_utf8(o.stdout).unwrap();
     let docs = yaml_docs(&yaml);

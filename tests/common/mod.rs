@@ -16,6 +16,7 @@ use serde_json::Value;
 use tonic::transport::Channel;
 
 pub mod deploy;
+pub mod etcd;
 pub mod hostile;
 
 pub struct Iamd {
@@ -273,6 +274,7 @@ pub fn request(
             })
             .collect(),
         explain: false,
+        ..Default::default()
     }
 }
 

@@ -1,0 +1,243 @@
+//! Following an etcd store: read the prefix once, then apply the watch's
+//! changes as they come, each as a new snapshot at the change's etcd
+//! revision.
+//!
+//! The follower keeps a mirror of the documents. It applies nothing while a
+//! push marker exists (a push's changes arrive across several revisions and
+//! must be seen together), and otherwise applies after each watch response,
+//! whose events never split a revision. A lost watch resumes from the last
+//! revision seen, with the mirror kept; a resume that etcd has compacted
+//! away reads the whole prefix again. While etcd is unreachable the last
+//! snapshot keeps serving.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::store::etcd::{api::mvccpb::event::EventType, Client, Doc, EtcdError, Key};
+use crate::store::LoadError;
+
+use super::{Contact, ReloadObserver, SnapshotCell, Trigger};
+
+/// Waits between attempts to reach etcd: doubling up to the cap.
+const BACKOFF_START: Duration = Duration::from_millis(100);
+const BACKOFF_CAP: Duration = Duration::from_secs(5);
+
+/// The documents as of `seen`, and what is not applied yet.
+#[derive(Debug, Default)]
+struct Mirror {
+    documents: BTreeMap<String, Doc>,
+    /// Every event up to this revision is in `documents`.
+    seen: i64,
+    /// The marker of a push in progress.
+    push: Option<String>,
+    /// The revision of the newest change not yet in the serving snapshot.
+    unapplied: Option<i64>,
+    /// The revision of the serving snapshot (0 before the first).
+    applied: i64,
+}
+
+/// Starts following the store; the task runs until the runtime stops.
+pub fn spawn_follower(
+    cell: Arc<SnapshotCell>,
+    client: Client,
+    observer: Arc<dyn ReloadObserver>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let store = crate::store::StoreLocation::Etcd(client.target().clone()).to_string();
+        let mut follower = Follower {
+            cell,
+            client,
+            observer,
+            store,
+            connected: false,
+            mirror: Mirror::default(),
+        };
+        follower.run().await;
+    })
+}
+
+struct Follower {
+    cell: Arc<SnapshotCell>,
+    client: Client,
+    observer: Arc<dyn ReloadObserver>,
+    store: String,
+    connected: bool,
+    mirror: Mirror,
+}
+
+impl Follower {
+    async fn run(&mut self) {
+        let mut backoff = BACKOFF_START;
+        let mut listed = false;
+        loop {
+            let result = if listed {
+                self.follow().await
+            } else {
+                self.list().await
+            };
+            match result {
+                Ok(()) => {
+                    listed = true;
+                    backoff = BACKOFF_START;
+                }
+                Err(EtcdError::Compacted(at)) => {
+                    tracing::warn!(
+                        store = %self.store,
+                        compacted = at,
+                        seen = self.mirror.seen,
+                        "etcd compacted past the last revision seen; reading the whole store again"
+                    );
+                    listed = false;
+                }
+                Err(e) => {
+                    self.report(Some(e.to_string()));
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(BACKOFF_CAP);
+                }
+            }
+        }
+    }
+
+    fn report(&mut self, error: Option<String>) {
+        let contact = Contact {
+            connected: error.is_none(),
+            error,
+            applied: self.mirror.applied,
+        };
+        self.observer.contact(&self.store, self.connected, &contact);
+        self.connected = contact.connected;
+    }
+
+    /// Reads the whole prefix into a fresh mirror, and applies it unless a
+    /// push is half done.
+    async fn list(&mut self) -> Result<(), EtcdError> {
+        let listing = self.client.list().await?;
+        self.report(None);
+        let applied = self.mirror.applied;
+        let unchanged = applied > 0
+            && listing.modified == applied
+            && listing.push.is_none()
+            && listing.documents == self.mirror.documents;
+        // Revisions never go back: after the newest key was deleted the
+        // newest remaining one is older than what serves, so the read's own
+        // revision stands for the change.
+        let at = if listing.modified >= applied {
+            listing.modified
+        } else {
+            listing.revision
+        };
+        self.mirror = Mirror {
+            documents: listing.documents,
+            seen: listing.revision,
+            push: listing.push,
+            unapplied: (!unchanged).then_some(at),
+            applied,
+        };
+        self.apply().await;
+        Ok(())
+    }
+
+    /// Watches from the revision after the last seen until the watch fails.
+    async fn follow(&mut self) -> Result<(), EtcdError> {
+        let mut stream = self.client.watch(self.mirror.seen + 1).await?;
+        self.report(None);
+        loop {
+            let response = match stream.message().await {
+                Ok(Some(response)) => response,
+                Ok(None) => return Err(EtcdError::WatchEnded("the stream closed".into())),
+                Err(status) => {
+                    return Err(EtcdError::Rpc {
+                        what: "the watch",
+                        status,
+                    })
+                }
+            };
+            if response.compact_revision > 0 {
+                return Err(EtcdError::Compacted(response.compact_revision));
+            }
+            if response.canceled {
+                return Err(EtcdError::WatchEnded(response.cancel_reason));
+            }
+            self.report(None);
+            let header = response.header.map_or(0, |h| h.revision);
+            if response.events.is_empty() {
+                // A progress notification: nothing up to `header` is missing.
+                self.mirror.seen = self.mirror.seen.max(header);
+                continue;
+            }
+            for event in response.events {
+                let Some(kv) = event.kv else { continue };
+                let put = event.r#type == EventType::Put as i32;
+                self.mirror.seen = self.mirror.seen.max(kv.mod_revision);
+                let target = self.client.target();
+                match target.classify(&kv.key) {
+                    Key::Document(rel) => {
+                        if put {
+                            self.mirror.documents.insert(
+                                rel.to_owned(),
+                                Doc {
+                                    value: kv.value,
+                                    mod_revision: kv.mod_revision,
+                                },
+                            );
+                        } else {
+                            self.mirror.documents.remove(rel);
+                        }
+                    }
+                    Key::PushMarker => {
+                        self.mirror.push =
+                            put.then(|| String::from_utf8_lossy(&kv.value).into_owned());
+                    }
+                    Key::Pushed => {}
+                    Key::Other => continue,
+                }
+                self.mirror.unapplied = Some(kv.mod_revision);
+            }
+            self.apply().await;
+        }
+    }
+
+    /// Builds and swaps in the mirror's store, unless nothing is new or a
+    /// push is half done. A rejected store keeps the last good snapshot.
+    async fn apply(&mut self) {
+        let Some(revision) = self.mirror.unapplied else {
+            return;
+        };
+        if let Some(marker) = &self.mirror.push {
+            tracing::info!(store = %self.store, marker = %marker, "a push is in progress; its changes apply when it commits");
+            return;
+        }
+        let documents = std::mem::take(&mut self.mirror.documents);
+        let cell = self.cell.clone();
+        let store = self.store.clone();
+        // A store with no change yet (an empty prefix) still serves, at 1.
+        let at = u64::try_from(revision.max(1)).unwrap_or(1);
+        let joined = tokio::task::spawn_blocking(move || {
+            let result = cell.install(&store, &documents, at);
+            crate::store::release_memory();
+            (documents, result)
+        })
+        .await;
+        let result = match joined {
+            Ok((documents, result)) => {
+                self.mirror.documents = documents;
+                result
+            }
+            Err(e) => {
+                // The documents went with the task: read everything again.
+                self.mirror.seen = 0;
+                Err(LoadError::Etcd {
+                    store: self.store.clone(),
+                    source: EtcdError::WatchEnded(format!("the snapshot build failed: {e}")),
+                })
+            }
+        };
+        self.mirror.unapplied = None;
+        if result.is_ok() {
+            self.mirror.applied = revision;
+        }
+        self.observer.reloaded(&result, Trigger::StoreChange);
+        crate::metrics::store_contact(self.connected, self.mirror.applied);
+    }
+}
