@@ -667,7 +667,7 @@ async fn an_etcd_with_auth_takes_a_user_and_password() {
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
-        stderr.contains("etcd refused the authentication"),
+        stderr.contains("etcd failed the authentication"),
         "{stderr}"
     );
     assert!(
@@ -682,4 +682,75 @@ fn iamd_with_env(args: &[&str], env: &[(&str, &str)]) -> Output {
         .envs(env.iter().copied())
         .output()
         .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_etcd_over_tls_takes_a_ca_and_a_client_certificate() {
+    let certs = tempfile::tempdir().unwrap();
+    let tls = common::etcd::Tls::generate(certs.path());
+    let cluster = Cluster::start_tls(1, tls.clone());
+    let url = cluster.store("iamd");
+    let dir = store_dir("Allow");
+    let flags: Vec<String> = [
+        ("--etcd-ca", &tls.ca),
+        ("--etcd-cert", &tls.client_cert),
+        ("--etcd-key", &tls.client_key),
+    ]
+    .iter()
+    .flat_map(|(flag, path)| [(*flag).to_owned(), path.display().to_string()])
+    .collect();
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+
+    let push_args = [
+        &["store", "push", "--store", &url][..],
+        &flags,
+        &[dir.path().to_str().unwrap()],
+    ]
+    .concat();
+    let out = iamd(&push_args);
+    assert!(out.status.success(), "{out:?}");
+    let sidecar = Iamd::start_loaded(Path::new(&url), &flags);
+    assert_eq!(
+        decide(&mut sidecar.client().await, "f").await.0,
+        Decision::Allow
+    );
+    let revision = cluster.put(&key("f"), &policy("f", "Deny"));
+    wait_for(
+        &sidecar,
+        Decision::ExplicitDeny,
+        revision,
+        Duration::from_secs(5),
+    )
+    .await;
+
+    // Without the client certificate etcd refuses the connection; without
+    // the CA iamd does not trust etcd's certificate (nor speaks TLS).
+    let ca = tls.ca.to_str().unwrap();
+    for args in [
+        &["validate", "--store", &url, "--etcd-ca", ca][..],
+        &["validate", "--store", &url],
+    ] {
+        let out = iamd(args);
+        assert_eq!(out.status.code(), Some(1), "{out:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains(&format!("cannot read the store `{url}`")),
+            "{stderr}"
+        );
+        eprintln!("{stderr}");
+    }
+    // A missing file is named.
+    let out = iamd(&[
+        "validate",
+        "--store",
+        &url,
+        "--etcd-ca",
+        "/nonexistent/ca.pem",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("cannot read --etcd-ca `/nonexistent/ca.pem`"),
+        "{out:?}"
+    );
 }

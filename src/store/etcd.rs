@@ -83,7 +83,7 @@ pub enum EtcdError {
     },
     #[error("cannot set up the etcd connection: {0}")]
     Transport(#[source] tonic::transport::Error),
-    #[error("etcd refused {what}: {} ({:?})", .status.message(), .status.code())]
+    #[error("etcd failed {what}: {}", describe(.status))]
     Rpc {
         what: &'static str,
         #[source]
@@ -103,6 +103,18 @@ pub enum EtcdError {
         "the push was taken over by another (its marker `{key}` changed); nothing more was written"
     )]
     PushTakenOver { key: String },
+}
+
+/// A status with what caused it (a refused TLS handshake, a reset
+/// connection), which its message alone does not say.
+fn describe(status: &Status) -> String {
+    let mut out = format!("{} ({:?})", status.message(), status.code());
+    let mut source = std::error::Error::source(status);
+    while let Some(cause) = source {
+        out.push_str(&format!(": {cause}"));
+        source = cause.source();
+    }
+    out
 }
 
 /// One document as etcd holds it.

@@ -28,11 +28,120 @@ pub struct Cluster {
     _dir: tempfile::TempDir,
     members: Vec<Member>,
     initial: String,
+    /// Serve clients over TLS with these files, and require client certificates.
+    tls: Option<Tls>,
+}
+
+/// PEM files: a CA, the members' certificate (for IP 127.0.0.1) and a
+/// client certificate, all signed by the CA.
+#[derive(Clone)]
+pub struct Tls {
+    pub ca: PathBuf,
+    pub server_cert: PathBuf,
+    pub server_key: PathBuf,
+    pub client_cert: PathBuf,
+    pub client_key: PathBuf,
+}
+
+impl Tls {
+    /// Makes a CA and the certificates with the openssl command line
+    /// (Debian's openssl, installed by .ci/run).
+    pub fn generate(dir: &Path) -> Tls {
+        let run = |args: &[&str]| {
+            let out = Command::new("openssl")
+                .args(args)
+                .current_dir(dir)
+                .output()
+                .expect("openssl");
+            assert!(
+                out.status.success(),
+                "openssl {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        let ec = [
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+        ];
+        run(&[
+            &["req", "-x509"][..],
+            &ec,
+            &[
+                "-keyout",
+                "ca.key",
+                "-out",
+                "ca.crt",
+                "-days",
+                "2",
+                "-subj",
+                "/CN=iamd-test-ca",
+            ],
+        ]
+        .concat());
+        for (name, cn, ext) in [
+            (
+                "server",
+                "127.0.0.1",
+                "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n",
+            ),
+            ("client", "iamd", "extendedKeyUsage=clientAuth\n"),
+        ] {
+            std::fs::write(dir.join(format!("{name}.ext")), ext).unwrap();
+            let key = format!("{name}.key");
+            let csr = format!("{name}.csr");
+            let crt = format!("{name}.crt");
+            let subj = format!("/CN={cn}");
+            let extfile = format!("{name}.ext");
+            run(&[
+                &["req"][..],
+                &ec,
+                &["-keyout", &key, "-out", &csr, "-subj", &subj],
+            ]
+            .concat());
+            run(&[
+                "x509",
+                "-req",
+                "-in",
+                &csr,
+                "-CA",
+                "ca.crt",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-out",
+                &crt,
+                "-days",
+                "2",
+                "-extfile",
+                &extfile,
+            ]);
+        }
+        Tls {
+            ca: dir.join("ca.crt"),
+            server_cert: dir.join("server.crt"),
+            server_key: dir.join("server.key"),
+            client_cert: dir.join("client.crt"),
+            client_key: dir.join("client.key"),
+        }
+    }
 }
 
 impl Cluster {
     /// Starts `n` members and waits until the cluster answers.
     pub fn start(n: usize) -> Cluster {
+        Cluster::start_with(n, None)
+    }
+
+    /// Starts `n` members serving clients over TLS only, with client
+    /// certificates required.
+    pub fn start_tls(n: usize, tls: Tls) -> Cluster {
+        Cluster::start_with(n, Some(tls))
+    }
+
+    fn start_with(n: usize, tls: Option<Tls>) -> Cluster {
         let dir = tempfile::tempdir().unwrap();
         let members: Vec<Member> = (0..n)
             .map(|i| Member {
@@ -52,6 +161,7 @@ impl Cluster {
             _dir: dir,
             members,
             initial,
+            tls,
         };
         for i in 0..n {
             cluster.start_member(i);
@@ -62,16 +172,30 @@ impl Cluster {
 
     pub fn start_member(&mut self, i: usize) {
         let initial = self.initial.clone();
+        let scheme = self.scheme();
+        let mut tls_flags: Vec<std::ffi::OsString> = Vec::new();
+        if let Some(tls) = &self.tls {
+            for (flag, path) in [
+                ("--cert-file", &tls.server_cert),
+                ("--key-file", &tls.server_key),
+                ("--trusted-ca-file", &tls.ca),
+            ] {
+                tls_flags.push(flag.into());
+                tls_flags.push(path.into());
+            }
+            tls_flags.push("--client-cert-auth".into());
+        }
         let m = &mut self.members[i];
         assert!(m.child.is_none(), "member {i} runs already");
         let child = Command::new("etcd")
             .args(["--name", &m.name, "--data-dir"])
             .arg(&m.data)
+            .args(tls_flags)
             .args([
                 "--listen-client-urls",
-                &format!("http://127.0.0.1:{}", m.client),
+                &format!("{scheme}://127.0.0.1:{}", m.client),
                 "--advertise-client-urls",
-                &format!("http://127.0.0.1:{}", m.client),
+                &format!("{scheme}://127.0.0.1:{}", m.client),
                 "--listen-peer-urls",
                 &format!("http://127.0.0.1:{}", m.peer),
                 "--initial-advertise-peer-urls",
@@ -136,20 +260,40 @@ impl Cluster {
         format!("etcd://{}/{prefix}", self.endpoints())
     }
 
+    fn scheme(&self) -> &'static str {
+        if self.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        }
+    }
+
     /// Runs etcdctl (API v3) against the running members.
     pub fn etcdctl(&self, args: &[&str]) -> Output {
+        let scheme = self.scheme();
         let endpoints = self
             .members
             .iter()
             .filter(|m| m.child.is_some())
-            .map(|m| format!("http://127.0.0.1:{}", m.client))
+            .map(|m| format!("{scheme}://127.0.0.1:{}", m.client))
             .collect::<Vec<_>>()
             .join(",");
-        Command::new("etcdctl")
+        let mut command = Command::new("etcdctl");
+        command
             .env("ETCDCTL_API", "3")
             .arg("--endpoints")
             .arg(endpoints)
-            .args(["--command-timeout", "10s"])
+            .args(["--command-timeout", "10s"]);
+        if let Some(tls) = &self.tls {
+            command
+                .arg("--cacert")
+                .arg(&tls.ca)
+                .arg("--cert")
+                .arg(&tls.client_cert)
+                .arg("--key")
+                .arg(&tls.client_key);
+        }
+        command
             .args(args)
             .output()
             .expect("etcdctl (Debian's etcd-client, installed by .ci/run)")
