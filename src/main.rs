@@ -252,12 +252,10 @@ fn read_store(
                     "the store `{location}` is being pushed (marker {marker}); it is read once the push commits"
                 )));
             }
-            Ok(store::from_documents(
-                listing
-                    .documents
-                    .iter()
-                    .map(|(rel, doc)| (rel.as_str(), doc.value.as_slice())),
-            ))
+            let assembled = etcd::assemble(&listing.documents, &listing.chunks);
+            Ok(store::from_parts(assembled.iter().map(|(rel, doc)| {
+                (*rel, doc.as_deref().map_err(String::as_str))
+            })))
         }
     }
 }
@@ -558,13 +556,20 @@ fn pull(args: &PullArgs) -> ExitCode {
         );
         return ExitCode::from(1);
     }
-    for (rel, doc) in &listing.documents {
+    for (rel, doc) in &etcd::assemble(&listing.documents, &listing.chunks) {
+        let value = match doc {
+            Ok(value) => value,
+            Err(why) => {
+                eprintln!("iamd: cannot pull `{rel}`: {why}");
+                return ExitCode::from(1);
+            }
+        };
         // `is_document` already refused empty, `.` and `..` parts.
         let path = args.dir.join(rel);
         let written = path
             .parent()
             .map_or(Ok(()), std::fs::create_dir_all)
-            .and_then(|()| std::fs::write(&path, &doc.value));
+            .and_then(|()| std::fs::write(&path, value));
         if let Err(e) = written {
             eprintln!("iamd: cannot write `{}`: {e}", path.display());
             return ExitCode::from(1);

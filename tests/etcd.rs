@@ -754,3 +754,132 @@ async fn an_etcd_over_tls_takes_a_ca_and_a_client_certificate() {
         "{out:?}"
     );
 }
+
+/// The revision a sidecar answers from.
+async fn serving_revision(sidecar: &Iamd) -> u64 {
+    let r = sidecar
+        .client()
+        .await
+        .authorize(request("*", "lambda:ListFunctions", "*", &[]))
+        .await
+        .unwrap()
+        .into_inner();
+    r.revision
+}
+
+async fn wait_revision(sidecar: &Iamd, revision: u64) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while serving_revision(sidecar).await != revision {
+        assert!(
+            Instant::now() < deadline,
+            "revision {revision} never served"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn documents_larger_than_one_etcd_request_travel_in_chunks() {
+    let cluster = Cluster::start(3);
+    let url = cluster.store("iamd");
+    let dir = tempfile::tempdir().unwrap();
+    // Two accounts whose authorization details are 2.5 MB each: over etcd's
+    // 1.5 MiB per request.
+    let out = iamd(&[
+        "gen-store",
+        "--accounts",
+        "2",
+        "--functions-per-account",
+        "5",
+        "--principals",
+        "4000",
+        "--seed",
+        "3",
+        "--out",
+        dir.path().to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    let details = dir
+        .path()
+        .join("account-100000000000/authorization-details.json");
+    assert!(std::fs::metadata(&details).unwrap().len() > 2_000_000);
+    let chunk_keys = || -> Vec<String> {
+        cluster
+            .ctl(&["get", "--prefix", "/iamd/.chunks/", "--keys-only"])
+            .lines()
+            .filter(|l| !l.is_empty())
+            .map(str::to_owned)
+            .collect()
+    };
+
+    let first = push(&url, dir.path());
+    assert_eq!(
+        chunk_keys().len(),
+        6,
+        "3 chunks of at most 1 MiB per account"
+    );
+    let sidecar = Iamd::start_loaded(Path::new(&url), &[]);
+    assert_eq!(serving_revision(&sidecar).await, first);
+    // The same store as the directory's, finding for finding.
+    let from_etcd = iamd(&["validate", "--store", &url]);
+    let from_dir = iamd(&["validate", "--store", dir.path().to_str().unwrap()]);
+    assert!(from_etcd.status.success(), "{from_etcd:?}");
+    assert_eq!(from_etcd.stdout, from_dir.stdout);
+    let pulled = tempfile::tempdir().unwrap();
+    let out = iamd(&[
+        "store",
+        "pull",
+        "--store",
+        &url,
+        pulled.path().to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(
+        iamd::store::read_documents(pulled.path()).unwrap(),
+        iamd::store::read_documents(dir.path()).unwrap()
+    );
+
+    // Nothing changed: nothing written, the chunks kept.
+    let chunks_before = chunk_keys();
+    let out = iamd(&[
+        "store",
+        "push",
+        "--store",
+        &url,
+        dir.path().to_str().unwrap(),
+    ]);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains(" 0 written"),
+        "{out:?}"
+    );
+    assert_eq!(chunk_keys(), chunks_before);
+
+    // One large document changed: new chunks, the old ones gone.
+    let mut text = std::fs::read_to_string(&details).unwrap();
+    text.push('\n');
+    std::fs::write(&details, text).unwrap();
+    let second = push(&url, dir.path());
+    wait_revision(&sidecar, second).await;
+    let chunks_after = chunk_keys();
+    assert_eq!(chunks_after.len(), 6, "{chunks_after:?}");
+    assert_ne!(chunks_after, chunks_before);
+
+    // A chunk lost: that document is an error, named, and the last good store serves.
+    let lost = chunks_after
+        .iter()
+        .find(|k| k.contains("account-100000000000"))
+        .unwrap();
+    cluster.ctl(&["del", lost]);
+    let rejected = sidecar
+        .wait_for_log(Duration::from_secs(10), |v| {
+            v["fields"]["message"] == "store rejected; the last good snapshot keeps serving"
+        })
+        .expect("the broken document is reported");
+    let first_error = rejected["fields"]["first_error"].as_str().unwrap();
+    assert!(
+        first_error.contains("account-100000000000/authorization-details.json")
+            && first_error.contains("is missing"),
+        "{first_error}"
+    );
+    assert_eq!(serving_revision(&sidecar).await, second);
+}

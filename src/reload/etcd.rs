@@ -27,6 +27,8 @@ const BACKOFF_CAP: Duration = Duration::from_secs(5);
 #[derive(Debug, Default)]
 struct Mirror {
     documents: BTreeMap<String, Doc>,
+    /// The chunks of large documents.
+    chunks: BTreeMap<String, Vec<u8>>,
     /// Every event up to this revision is in `documents`.
     seen: i64,
     /// The marker of a push in progress.
@@ -118,7 +120,8 @@ impl Follower {
         let unchanged = applied > 0
             && listing.modified == applied
             && listing.push.is_none()
-            && listing.documents == self.mirror.documents;
+            && listing.documents == self.mirror.documents
+            && listing.chunks == self.mirror.chunks;
         // Revisions never go back: after the newest key was deleted the
         // newest remaining one is older than what serves, so the read's own
         // revision stands for the change.
@@ -129,6 +132,7 @@ impl Follower {
         };
         self.mirror = Mirror {
             documents: listing.documents,
+            chunks: listing.chunks,
             seen: listing.revision,
             push: listing.push,
             unapplied: (!unchanged).then_some(at),
@@ -189,6 +193,13 @@ impl Follower {
                         self.mirror.push =
                             put.then(|| String::from_utf8_lossy(&kv.value).into_owned());
                     }
+                    Key::Chunk(chunk) => {
+                        if put {
+                            self.mirror.chunks.insert(chunk.to_owned(), kv.value);
+                        } else {
+                            self.mirror.chunks.remove(chunk);
+                        }
+                    }
                     Key::Pushed => {}
                     Key::Other => continue,
                 }
@@ -209,19 +220,21 @@ impl Follower {
             return;
         }
         let documents = std::mem::take(&mut self.mirror.documents);
+        let chunks = std::mem::take(&mut self.mirror.chunks);
         let cell = self.cell.clone();
         let store = self.store.clone();
         // A store with no change yet (an empty prefix) still serves, at 1.
         let at = u64::try_from(revision.max(1)).unwrap_or(1);
         let joined = tokio::task::spawn_blocking(move || {
-            let result = cell.install(&store, &documents, at);
+            let result = cell.install(&store, &documents, &chunks, at);
             crate::store::release_memory();
-            (documents, result)
+            (documents, chunks, result)
         })
         .await;
         let result = match joined {
-            Ok((documents, result)) => {
+            Ok((documents, chunks, result)) => {
                 self.mirror.documents = documents;
+                self.mirror.chunks = chunks;
                 result
             }
             Err(e) => {

@@ -121,12 +121,14 @@ impl SnapshotCell {
         &self,
         store: &str,
         documents: &std::collections::BTreeMap<String, crate::store::etcd::Doc>,
+        chunks: &std::collections::BTreeMap<String, Vec<u8>>,
         revision: u64,
     ) -> Result<Reloaded, LoadError> {
-        let (built, findings) = store::from_documents(
-            documents
+        let assembled = store::etcd::assemble(documents, chunks);
+        let (built, findings) = store::from_parts(
+            assembled
                 .iter()
-                .map(|(rel, doc)| (rel.as_str(), doc.value.as_slice())),
+                .map(|(rel, doc)| (*rel, doc.as_deref().map_err(String::as_str))),
         );
         let built = match built {
             Some(built) if !findings.has_errors() => built,

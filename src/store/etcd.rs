@@ -12,6 +12,14 @@
 //! the commit's revision. A push that dies leaves the marker: readers keep
 //! the last complete store until a new push (`--force`) replaces it.
 //!
+//! A document too large for one etcd request (an account's authorization
+//! details can be tens of megabytes) is stored in chunks of at most
+//! [`CHUNK_BYTES`] under `/PREFIX/.chunks/P/ID/N`, and its key `/PREFIX/P`
+//! holds a small pointer, `{"iamd.chunked.v1": {"id": ID, "chunks": K,
+//! "bytes": B}}`, written after the chunks; readers put the document back
+//! together, and a pointer whose chunks are missing or of the wrong size is
+//! an error for that document.
+//!
 //! The client speaks etcd's gRPC API through stubs compiled from
 //! `proto/etcd/` (see its README for why not the `etcd-client` crate).
 
@@ -48,6 +56,14 @@ use api::etcdserverpb::{
     WatchResponse,
 };
 
+/// Where the chunks of large documents live below the prefix.
+pub const CHUNKS: &str = ".chunks/";
+/// The largest chunk of a large document (and the largest document kept
+/// whole), well within one etcd request.
+pub const CHUNK_BYTES: usize = 1 << 20;
+/// The pointer's one member, which names its format.
+const CHUNKED: &str = "iamd.chunked.v1";
+
 /// The key below the prefix that marks a push in progress.
 pub const PUSH_MARKER: &str = ".push";
 /// The key below the prefix a push's commit writes (so the commit revision
@@ -57,8 +73,6 @@ pub const PUSHED: &str = ".pushed";
 /// etcd's default `--max-request-bytes` (1.5 MiB): one document and its key
 /// must fit in one request.
 pub const MAX_REQUEST_BYTES: usize = 1_572_864;
-/// Room a request takes beyond its keys and values.
-const REQUEST_OVERHEAD: usize = 4096;
 /// etcd's default `--max-txn-ops`.
 pub const MAX_TXN_OPS: usize = 128;
 /// What one push transaction carries at most: well under etcd's limits.
@@ -95,7 +109,10 @@ pub enum EtcdError {
     Compacted(i64),
     #[error("etcd ended the watch: {0}")]
     WatchEnded(String),
-    #[error("`{key}` holds {bytes} bytes; one etcd request holds at most {MAX_REQUEST_BYTES} (etcd's default --max-request-bytes)")]
+    #[error(
+        "`{key}` is {bytes} bytes; iamd stores documents of at most {} bytes",
+        super::MAX_FILE_BYTES
+    )]
     DocumentTooLarge { key: String, bytes: usize },
     #[error("another push is in progress (marker `{key}`: {marker}); if it died, push again with --force")]
     PushInProgress { key: String, marker: String },
@@ -129,8 +146,11 @@ pub struct Doc {
 pub struct Listing {
     /// The etcd revision the read saw.
     pub revision: i64,
-    /// Documents by relative path.
+    /// Documents by relative path, as etcd holds them (a large one as its
+    /// pointer: see [`assemble`]).
     pub documents: BTreeMap<String, Doc>,
+    /// The chunks of large documents, by their path below `.chunks/`.
+    pub chunks: BTreeMap<String, Vec<u8>>,
     /// The push marker's value, when a push is in progress.
     pub push: Option<String>,
     /// The newest `mod_revision` among the documents, the push marker and
@@ -142,6 +162,8 @@ pub struct Listing {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Key<'k> {
     Document(&'k str),
+    /// A piece of a large document: its path below `.chunks/`.
+    Chunk(&'k str),
     PushMarker,
     Pushed,
     /// Not part of the store (not `*.json`, or a part starting with `.`),
@@ -181,7 +203,10 @@ impl EtcdTarget {
             PUSH_MARKER => Key::PushMarker,
             PUSHED => Key::Pushed,
             rel if is_document(rel) => Key::Document(rel),
-            _ => Key::Other,
+            rel => match rel.strip_prefix(CHUNKS) {
+                Some(chunk) if !chunk.is_empty() => Key::Chunk(chunk),
+                _ => Key::Other,
+            },
         }
     }
 }
@@ -416,6 +441,9 @@ impl Client {
                         listing.push = Some(String::from_utf8_lossy(&kv.value).into_owned());
                     }
                     Key::Pushed => listing.modified = listing.modified.max(kv.mod_revision),
+                    Key::Chunk(chunk) => {
+                        listing.chunks.insert(chunk.to_owned(), kv.value);
+                    }
                     Key::Other => {}
                 }
             }
@@ -494,10 +522,9 @@ impl Client {
         force: bool,
     ) -> Result<PushReport, EtcdError> {
         for (rel, value) in documents {
-            let key = self.target.key(rel);
-            if key.len() + value.len() + REQUEST_OVERHEAD > MAX_REQUEST_BYTES {
+            if value.len() as u64 > super::MAX_FILE_BYTES {
                 return Err(EtcdError::DocumentTooLarge {
-                    key,
+                    key: self.target.key(rel),
                     bytes: value.len(),
                 });
             }
@@ -560,27 +587,64 @@ impl Client {
                 marker: other,
             });
         }
-        let existing = self.list().await?.documents;
+        let listing = self.list().await?;
+        let existing = assemble(&listing.documents, &listing.chunks);
+        let delete = |key: String| RequestOp {
+            request: Some(request_op::Request::RequestDeleteRange(
+                DeleteRangeRequest {
+                    key: key.into_bytes(),
+                    ..Default::default()
+                },
+            )),
+        };
+        let id = format!("{}-{}", std::process::id(), started.as_nanosecond());
         let mut report = PushReport::default();
         let mut ops = Vec::new();
+        // The chunks the store keeps: those of large documents that stay as they are.
+        let mut kept_chunks = std::collections::BTreeSet::new();
         for (rel, value) in documents {
-            if existing.get(rel).is_some_and(|d| &d.value == value) {
+            let same = existing
+                .get(rel.as_str())
+                .is_some_and(|d| d.as_deref() == Ok(value.as_slice()));
+            if same {
                 report.unchanged += 1;
+                if let Some(pointer) = listing
+                    .documents
+                    .get(rel)
+                    .and_then(|d| Pointer::parse(&d.value))
+                {
+                    kept_chunks.extend((0..pointer.chunks).map(|n| pointer.chunk(rel, n)));
+                }
                 continue;
             }
             report.written += 1;
-            ops.push(put(self.target.key(rel), value.clone()));
+            if value.len() <= CHUNK_BYTES {
+                ops.push(put(self.target.key(rel), value.clone()));
+                continue;
+            }
+            // The chunks first: the pointer after them names only chunks that exist.
+            let pointer = Pointer {
+                id: id.clone(),
+                chunks: value.len().div_ceil(CHUNK_BYTES),
+                bytes: value.len(),
+            };
+            for (n, piece) in value.chunks(CHUNK_BYTES).enumerate() {
+                let chunk = format!("{CHUNKS}{}", pointer.chunk(rel, n));
+                ops.push(put(self.target.key(&chunk), piece.to_vec()));
+            }
+            ops.push(put(self.target.key(rel), pointer.to_json().into_bytes()));
         }
-        for rel in existing.keys().filter(|rel| !documents.contains_key(*rel)) {
+        for rel in listing
+            .documents
+            .keys()
+            .filter(|rel| !documents.contains_key(*rel))
+        {
             report.removed += 1;
-            ops.push(RequestOp {
-                request: Some(request_op::Request::RequestDeleteRange(
-                    DeleteRangeRequest {
-                        key: self.target.key(rel).into_bytes(),
-                        ..Default::default()
-                    },
-                )),
-            });
+            ops.push(delete(self.target.key(rel)));
+        }
+        // Chunks nothing points at any more go last, after the pointers moved on.
+        for chunk in listing.chunks.keys().filter(|c| !kept_chunks.contains(*c)) {
+            ops.push(delete(self.target.key(&format!("{CHUNKS}{chunk}"))));
         }
         for batch in batches(ops) {
             let written = self
@@ -631,6 +695,95 @@ impl Client {
         report.revision = commit.header.map_or(0, |h| h.revision);
         Ok(report)
     }
+}
+
+/// Where a large document's chunks are, as its key holds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Pointer {
+    id: String,
+    chunks: usize,
+    bytes: usize,
+}
+
+impl Pointer {
+    /// The pointer a document's value is, if it is one.
+    fn parse(value: &[u8]) -> Option<Pointer> {
+        // Cheap test first: a document is almost never a pointer.
+        let marked = value.len() <= 512
+            && value
+                .windows(CHUNKED.len())
+                .any(|w| w == CHUNKED.as_bytes());
+        if !marked {
+            return None;
+        }
+        let v: serde_json::Value = serde_json::from_slice(value).ok()?;
+        let p = v.as_object().filter(|o| o.len() == 1)?.get(CHUNKED)?;
+        let id = p.get("id")?.as_str()?;
+        let safe = !id.is_empty() && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
+        Some(Pointer {
+            id: safe.then(|| id.to_owned())?,
+            chunks: usize::try_from(p.get("chunks")?.as_u64()?).ok()?,
+            bytes: usize::try_from(p.get("bytes")?.as_u64()?).ok()?,
+        })
+    }
+
+    fn to_json(&self) -> String {
+        serde_json::json!({CHUNKED: {"id": self.id, "chunks": self.chunks, "bytes": self.bytes}})
+            .to_string()
+    }
+
+    /// The path below `.chunks/` of chunk `n` of the document at `rel`.
+    fn chunk(&self, rel: &str, n: usize) -> String {
+        format!("{rel}/{}/{n:06}", self.id)
+    }
+}
+
+type Assembled<'d> = Result<std::borrow::Cow<'d, [u8]>, String>;
+
+/// The documents put back together: each as its bytes, or, for a pointer
+/// whose chunks are not all there, why not.
+pub fn assemble<'d>(
+    documents: &'d BTreeMap<String, Doc>,
+    chunks: &BTreeMap<String, Vec<u8>>,
+) -> BTreeMap<&'d str, Assembled<'d>> {
+    documents
+        .iter()
+        .map(|(rel, doc)| (rel.as_str(), assemble_one(rel, doc, chunks)))
+        .collect()
+}
+
+fn assemble_one<'d>(rel: &str, doc: &'d Doc, chunks: &BTreeMap<String, Vec<u8>>) -> Assembled<'d> {
+    let Some(pointer) = Pointer::parse(&doc.value) else {
+        return Ok(std::borrow::Cow::Borrowed(doc.value.as_slice()));
+    };
+    if pointer.bytes as u64 > super::MAX_FILE_BYTES {
+        return Err(format!(
+            "the document is {} bytes in {} chunks; store files are limited to {}",
+            pointer.bytes,
+            pointer.chunks,
+            super::MAX_FILE_BYTES
+        ));
+    }
+    let mut value = Vec::with_capacity(pointer.bytes);
+    for n in 0..pointer.chunks {
+        let Some(piece) = chunks.get(&pointer.chunk(rel, n)) else {
+            return Err(format!(
+                "chunk {n} of {} (`{CHUNKS}{}`) is missing",
+                pointer.chunks,
+                pointer.chunk(rel, n)
+            ));
+        };
+        value.extend_from_slice(piece);
+    }
+    if value.len() != pointer.bytes {
+        return Err(format!(
+            "its {} chunks hold {} bytes, not the {} its pointer says",
+            pointer.chunks,
+            value.len(),
+            pointer.bytes
+        ));
+    }
+    Ok(std::borrow::Cow::Owned(value))
 }
 
 /// What a push did.
@@ -711,6 +864,56 @@ mod tests {
             assert_eq!(t.classify(other), Key::Other, "{other:?}");
         }
         assert_eq!(range_end("/iamd/"), b"/iamd0");
+    }
+
+    #[test]
+    fn large_documents_are_put_back_together_or_say_what_is_missing() {
+        let pointer = Pointer {
+            id: "7-42".into(),
+            chunks: 2,
+            bytes: 5,
+        };
+        assert_eq!(
+            Pointer::parse(pointer.to_json().as_bytes()),
+            Some(pointer.clone())
+        );
+        let doc = |value: &[u8]| Doc {
+            value: value.to_vec(),
+            mod_revision: 1,
+        };
+        let documents = BTreeMap::from([
+            ("a.json".to_owned(), doc(pointer.to_json().as_bytes())),
+            ("b.json".to_owned(), doc(br#"{"Policy": {}}"#)),
+        ]);
+        let mut chunks = BTreeMap::from([
+            ("a.json/7-42/000000".to_owned(), b"abc".to_vec()),
+            ("a.json/7-42/000001".to_owned(), b"de".to_vec()),
+        ]);
+        let whole = assemble(&documents, &chunks);
+        assert_eq!(whole["a.json"].as_deref(), Ok(&b"abcde"[..]));
+        assert_eq!(whole["b.json"].as_deref(), Ok(&br#"{"Policy": {}}"#[..]));
+
+        chunks.insert("a.json/7-42/000001".to_owned(), b"d".to_vec());
+        let short = assemble(&documents, &chunks);
+        assert!(short["a.json"]
+            .as_ref()
+            .unwrap_err()
+            .contains("hold 4 bytes, not the 5"));
+        chunks.remove("a.json/7-42/000001");
+        let missing = assemble(&documents, &chunks);
+        assert!(missing["a.json"]
+            .as_ref()
+            .unwrap_err()
+            .contains("chunk 1 of 2 (`.chunks/a.json/7-42/000001`) is missing"));
+        // An id that could climb out of the chunk folder is no pointer.
+        assert_eq!(
+            Pointer::parse(br#"{"iamd.chunked.v1": {"id": "../x", "chunks": 1, "bytes": 1}}"#),
+            None
+        );
+        assert_eq!(
+            target().classify(b"/iamd/.chunks/a.json/7-42/000000"),
+            Key::Chunk("a.json/7-42/000000")
+        );
     }
 
     #[test]

@@ -289,13 +289,25 @@ pub fn from_texts<'a>(
 pub fn from_documents<'a>(
     documents: impl IntoIterator<Item = (&'a str, &'a [u8])>,
 ) -> (Option<Store>, Findings) {
-    let documents: Vec<(&str, &[u8])> = documents.into_iter().collect();
+    from_parts(documents.into_iter().map(|(name, bytes)| (name, Ok(bytes))))
+}
+
+/// [`from_documents`], where a document that could not be read at all (a
+/// large etcd document with a chunk missing, say) is the reason why, an
+/// error for that document.
+pub fn from_parts<'a>(
+    documents: impl IntoIterator<Item = (&'a str, Result<&'a [u8], &'a str>)>,
+) -> (Option<Store>, Findings) {
+    let documents: Vec<(&str, Result<&[u8], &str>)> = documents.into_iter().collect();
     let budget = StoreBudget::default();
     let parts = in_parallel(&documents, |_: &mut (), part: &mut Part, (name, bytes)| {
         if budget.exhausted() {
             return;
         }
-        match text(bytes, bytes.len() as u64) {
+        let read = bytes
+            .map_err(str::to_owned)
+            .and_then(|bytes| text(bytes, bytes.len() as u64));
+        match read {
             Ok(text) => {
                 let used = part.0.add_file(name, text, &mut part.1);
                 budget.spend(text.len(), used);
