@@ -91,7 +91,7 @@ start_sidecar() {
   local port
   port=$(free_port)
   "$IAMD" serve --store "$URL" --grpc-addr "127.0.0.1:$port" --metrics-addr 127.0.0.1:0 \
-    --max-revision-wait-ms 60000 --log warn >"$WORK/iamd-$1.log" 2>&1 &
+    --max-revision-wait-ms 60000 --request-timeout-ms 60000 --log warn >"$WORK/iamd-$1.log" 2>&1 &
   PIDS+=("$!")
   SIDECAR="127.0.0.1:$port"
 }
