@@ -528,13 +528,11 @@ fn pull(args: &PullArgs) -> ExitCode {
     };
     let occupied = std::fs::read_dir(&args.dir).is_ok_and(|mut e| e.next().is_some());
     if occupied {
-        {
-            eprintln!(
-                "iamd: `{}` is not empty; pull writes into a new or empty directory",
-                args.dir.display()
-            );
-            return ExitCode::from(2);
-        }
+        eprintln!(
+            "iamd: `{}` is not empty; pull writes into a new or empty directory",
+            args.dir.display()
+        );
+        return ExitCode::from(2);
     }
     let listing = match block_on(async {
         etcd::Client::connect(target, &args.etcd)

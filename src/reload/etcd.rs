@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::store::etcd::{api::mvccpb::event::EventType, Client, Doc, EtcdError, Key};
+use crate::store::etcd::{api::mvccpb::event::EventType, Client, EtcdError, Key};
 use crate::store::LoadError;
 
 use super::{Contact, ReloadObserver, SnapshotCell, Trigger};
@@ -26,7 +26,7 @@ const BACKOFF_CAP: Duration = Duration::from_secs(5);
 /// The documents as of `seen`, and what is not applied yet.
 #[derive(Debug, Default)]
 struct Mirror {
-    documents: BTreeMap<String, Doc>,
+    documents: BTreeMap<String, Vec<u8>>,
     /// The chunks of large documents.
     chunks: BTreeMap<String, Vec<u8>>,
     /// Every event up to this revision is in `documents`.
@@ -178,13 +178,7 @@ impl Follower {
                 match target.classify(&kv.key) {
                     Key::Document(rel) => {
                         if put {
-                            self.mirror.documents.insert(
-                                rel.to_owned(),
-                                Doc {
-                                    value: kv.value,
-                                    mod_revision: kv.mod_revision,
-                                },
-                            );
+                            self.mirror.documents.insert(rel.to_owned(), kv.value);
                         } else {
                             self.mirror.documents.remove(rel);
                         }

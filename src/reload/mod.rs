@@ -120,7 +120,7 @@ impl SnapshotCell {
     pub fn install(
         &self,
         store: &str,
-        documents: &std::collections::BTreeMap<String, crate::store::etcd::Doc>,
+        documents: &std::collections::BTreeMap<String, Vec<u8>>,
         chunks: &std::collections::BTreeMap<String, Vec<u8>>,
         revision: u64,
     ) -> Result<Reloaded, LoadError> {

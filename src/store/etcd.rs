@@ -134,13 +134,6 @@ fn describe(status: &Status) -> String {
     out
 }
 
-/// One document as etcd holds it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Doc {
-    pub value: Vec<u8>,
-    pub mod_revision: i64,
-}
-
 /// The prefix read at one revision.
 #[derive(Debug, Clone, Default)]
 pub struct Listing {
@@ -148,7 +141,7 @@ pub struct Listing {
     pub revision: i64,
     /// Documents by relative path, as etcd holds them (a large one as its
     /// pointer: see [`assemble`]).
-    pub documents: BTreeMap<String, Doc>,
+    pub documents: BTreeMap<String, Vec<u8>>,
     /// The chunks of large documents, by their path below `.chunks/`.
     pub chunks: BTreeMap<String, Vec<u8>>,
     /// The push marker's value, when a push is in progress.
@@ -428,13 +421,7 @@ impl Client {
                 match self.target.classify(&kv.key) {
                     Key::Document(rel) => {
                         listing.modified = listing.modified.max(kv.mod_revision);
-                        listing.documents.insert(
-                            rel.to_owned(),
-                            Doc {
-                                value: kv.value,
-                                mod_revision: kv.mod_revision,
-                            },
-                        );
+                        listing.documents.insert(rel.to_owned(), kv.value);
                     }
                     Key::PushMarker => {
                         listing.modified = listing.modified.max(kv.mod_revision);
@@ -608,11 +595,7 @@ impl Client {
                 .is_some_and(|d| d.as_deref() == Ok(value.as_slice()));
             if same {
                 report.unchanged += 1;
-                if let Some(pointer) = listing
-                    .documents
-                    .get(rel)
-                    .and_then(|d| Pointer::parse(&d.value))
-                {
+                if let Some(pointer) = listing.documents.get(rel).and_then(|d| Pointer::parse(d)) {
                     kept_chunks.extend((0..pointer.chunks).map(|n| pointer.chunk(rel, n)));
                 }
                 continue;
@@ -743,7 +726,7 @@ type Assembled<'d> = Result<std::borrow::Cow<'d, [u8]>, String>;
 /// The documents put back together: each as its bytes, or, for a pointer
 /// whose chunks are not all there, why not.
 pub fn assemble<'d>(
-    documents: &'d BTreeMap<String, Doc>,
+    documents: &'d BTreeMap<String, Vec<u8>>,
     chunks: &BTreeMap<String, Vec<u8>>,
 ) -> BTreeMap<&'d str, Assembled<'d>> {
     documents
@@ -752,9 +735,13 @@ pub fn assemble<'d>(
         .collect()
 }
 
-fn assemble_one<'d>(rel: &str, doc: &'d Doc, chunks: &BTreeMap<String, Vec<u8>>) -> Assembled<'d> {
-    let Some(pointer) = Pointer::parse(&doc.value) else {
-        return Ok(std::borrow::Cow::Borrowed(doc.value.as_slice()));
+fn assemble_one<'d>(
+    rel: &str,
+    doc: &'d Vec<u8>,
+    chunks: &BTreeMap<String, Vec<u8>>,
+) -> Assembled<'d> {
+    let Some(pointer) = Pointer::parse(doc) else {
+        return Ok(std::borrow::Cow::Borrowed(doc.as_slice()));
     };
     if pointer.bytes as u64 > super::MAX_FILE_BYTES {
         return Err(format!(
@@ -877,10 +864,7 @@ mod tests {
             Pointer::parse(pointer.to_json().as_bytes()),
             Some(pointer.clone())
         );
-        let doc = |value: &[u8]| Doc {
-            value: value.to_vec(),
-            mod_revision: 1,
-        };
+        let doc = |value: &[u8]| value.to_vec();
         let documents = BTreeMap::from([
             ("a.json".to_owned(), doc(pointer.to_json().as_bytes())),
             ("b.json".to_owned(), doc(br#"{"Policy": {}}"#)),
