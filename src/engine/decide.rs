@@ -421,16 +421,15 @@ pub(crate) fn test_statement(
 
 /// Indexed evaluation of one slot; stops at the first deny.
 fn eval_indexed(
-    snap: &Snapshot,
     index: &StatementIndex,
     action: Option<ActionId>,
     cx: &EvalContext<'_>,
 ) -> SlotVerdict {
     let mut v = SlotVerdict::NoAllow;
-    for (known, id) in index.candidates(action) {
-        // INVARIANT: an index holds only ids of its own snapshot's arena;
+    for (known, stmt) in index.candidates(action) {
+        // INVARIANT: an index refers only to its own policies' statements;
         // were one missing, the statement could be a Deny, so deny.
-        let Some(stmt) = snap.statement(id) else {
+        let Some(stmt) = stmt else {
             return SlotVerdict::Deny;
         };
         if stmt.effect == Effect::Allow && v == SlotVerdict::Allow(PrincipalMatch::Direct) {
@@ -504,7 +503,7 @@ impl<'s> Applicable<'s> {
             (Slot::Scp, self.scps),
             (Slot::Resource, self.resource.map(|r| &r.index)),
             (Slot::Identity, entity.map(|e| &e.permissions)),
-            (Slot::Boundary, entity.and_then(|e| e.boundary.as_ref())),
+            (Slot::Boundary, entity.and_then(|e| e.boundary.as_deref())),
         ]
     }
 
@@ -533,7 +532,7 @@ pub fn decide(snap: &Snapshot, request: &Request<'_>) -> Decision {
     let mut v = Verdicts::default();
     for (slot, index) in applicable.slots() {
         let Some(index) = index else { continue };
-        let verdict = eval_indexed(snap, index, action, &cx);
+        let verdict = eval_indexed(index, action, &cx);
         applicable.record(&mut v, slot, verdict);
         if verdict == SlotVerdict::Deny {
             break;
@@ -554,35 +553,21 @@ pub(crate) enum Slot {
 /// statement index, and says why the decision came out as it did. The
 /// policies are found as [`decide`] finds them.
 pub fn explain(snap: &Snapshot, request: &Request<'_>) -> Explanation {
-    explain_with(snap, request, Applicable::find(snap, request))
+    explain_with(request, Applicable::find(snap, request))
 }
 
 /// [`explain`] over policies found by the caller.
-pub fn explain_with<'s>(
-    snap: &'s Snapshot,
-    request: &Request<'s>,
-    applicable: Applicable<'s>,
-) -> Explanation {
+pub fn explain_with<'s>(request: &Request<'s>, applicable: Applicable<'s>) -> Explanation {
     let cx = EvalContext::new(request, applicable.caller);
-    let mut rec = Recorder::new(snap, &cx);
+    let mut rec = Recorder::new(&cx);
     let mut v = Verdicts::default();
     for (slot, index) in applicable.slots() {
         let Some(index) = index else { continue };
         let mut verdict = SlotVerdict::NoAllow;
-        for &pid in index.policies.iter() {
-            // INVARIANT: indexes name only policies and statements of their
-            // own snapshot; a missing one is treated as a Deny (fail closed).
-            let Some(policy) = snap.policy(pid) else {
-                verdict = SlotVerdict::Deny;
-                continue;
-            };
-            for id in policy.statements.clone() {
-                let Some(stmt) = snap.statement(id) else {
-                    verdict = SlotVerdict::Deny;
-                    continue;
-                };
+        for policy in index.policies.iter() {
+            for stmt in policy.statements.iter() {
                 let outcome = test_statement(stmt, false, &cx);
-                rec.statement(slot, stmt, &outcome);
+                rec.statement(slot, policy, stmt, &outcome);
                 if let Ok(named) = outcome {
                     verdict = verdict.with(stmt.effect, named);
                 }

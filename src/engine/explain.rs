@@ -7,7 +7,7 @@ use serde::Serialize;
 
 use super::context::EvalContext;
 use super::decide::{policy_type_in, Decision, Slot, SlotVerdict, Verdicts};
-use super::snapshot::{CompiledStatement, PolicyType, Snapshot};
+use super::snapshot::{CompiledPolicy, CompiledStatement, PolicyType};
 use crate::policy::condition::ClauseFailure;
 use crate::policy::{ConditionContext, Effect, PrincipalMatch};
 
@@ -96,7 +96,6 @@ pub struct Explanation {
 const NEAR_MISSES: usize = 5;
 
 pub(crate) struct Recorder<'a> {
-    snap: &'a Snapshot,
     cx: &'a EvalContext<'a>,
     matched: Vec<StatementRef>,
     missing: Vec<String>,
@@ -104,9 +103,8 @@ pub(crate) struct Recorder<'a> {
 }
 
 impl<'a> Recorder<'a> {
-    pub fn new(snap: &'a Snapshot, cx: &'a EvalContext<'a>) -> Self {
+    pub fn new(cx: &'a EvalContext<'a>) -> Self {
         Recorder {
-            snap,
             cx,
             matched: Vec::new(),
             missing: Vec::new(),
@@ -114,12 +112,10 @@ impl<'a> Recorder<'a> {
         }
     }
 
-    fn reference(&self, slot: Slot, stmt: &CompiledStatement) -> StatementRef {
-        let policy = self.snap.policy(stmt.policy);
-        let own = policy.map_or(PolicyType::Managed, |p| p.policy_type);
+    fn reference(slot: Slot, policy: &CompiledPolicy, stmt: &CompiledStatement) -> StatementRef {
         StatementRef {
-            source_policy_id: policy.map(|p| p.name.to_string()).unwrap_or_default(),
-            policy_type: policy_type_in(slot, own),
+            source_policy_id: policy.name.to_string(),
+            policy_type: policy_type_in(slot, policy.policy_type),
             sid: stmt.sid.as_deref().map(str::to_owned),
             statement_index: stmt.index,
             effect: stmt.effect,
@@ -133,6 +129,7 @@ impl<'a> Recorder<'a> {
     pub fn statement(
         &mut self,
         slot: Slot,
+        policy: &CompiledPolicy,
         stmt: &CompiledStatement,
         outcome: &Result<PrincipalMatch, Miss>,
     ) {
@@ -149,7 +146,7 @@ impl<'a> Recorder<'a> {
         }
         match outcome {
             Ok(_) => {
-                let r = self.reference(slot, stmt);
+                let r = Self::reference(slot, policy, stmt);
                 self.matched.push(r);
             }
             Err(Miss::Action) => {}
@@ -157,7 +154,7 @@ impl<'a> Recorder<'a> {
                 let (element, rank, reason) = describe(stmt, *miss, self.cx);
                 // Allows rank before denies: they are what could have granted access.
                 let rank = rank + if stmt.effect == Effect::Allow { 0 } else { 10 };
-                let statement = self.reference(slot, stmt);
+                let statement = Self::reference(slot, policy, stmt);
                 self.near.push((
                     rank,
                     NearMiss {

@@ -860,13 +860,17 @@ mod compile_tests {
 
     #[test]
     fn a_store_beyond_the_id_space_is_an_error_not_a_saturated_id() {
-        // One statement per function: a policy's own size limit stays far.
-        let statements = 1_000;
+        // One function per new action: the catalog's actions come first.
+        let functions = 1_000;
+        let catalog = Snapshot::compile_within(Default::default(), usize::MAX)
+            .unwrap()
+            .actions
+            .len();
         let arn = |i: usize| format!("arn:aws:lambda:us-east-1:111122223333:function:f{i}");
-        let texts: Vec<_> = (0..statements)
+        let texts: Vec<_> = (0..functions)
             .map(|i| {
                 let statement = serde_json::json!({"Effect": "Allow",
-                    "Principal": {"AWS": "111122223333"}, "Action": "lambda:*", "Resource": arn(i)});
+                    "Principal": {"AWS": "111122223333"}, "Action": format!("example:Action{i}"), "Resource": arn(i)});
                 let text = serde_json::json!({"ResourceArn": arn(i),
                     "Policy": {"Version": "2012-10-17", "Statement": statement}});
                 (format!("f{i}.json"), text.to_string())
@@ -875,25 +879,25 @@ mod compile_tests {
         let (store, findings) = from_texts(texts.iter().map(|(n, t)| (n.as_str(), t.as_str())));
         let store = store.unwrap_or_else(|| panic!("{findings:?}"));
 
-        let fits = Snapshot::compile_within(store.clone(), statements).unwrap();
-        assert_eq!(fits.stats().statements, statements);
-        let last = fits.resource(&arn(statements - 1)).unwrap().index.policies[0];
+        let fits = Snapshot::compile_within(store.clone(), catalog + functions).unwrap();
+        assert_eq!(fits.stats().statements, functions);
         assert_eq!(
-            fits.policy(last).unwrap().statements.end as usize,
-            statements
+            fits.action_id(&format!("example:action{}", functions - 1)),
+            Some((catalog + functions - 1) as u32)
         );
 
-        let err = Snapshot::compile_within(store, statements - 1).unwrap_err();
+        let limit = catalog + functions - 1;
+        let err = Snapshot::compile_within(store, limit).unwrap_err();
         assert_eq!(
             err,
             CompileError::TooLarge {
-                space: IdSpace::Statements,
-                limit: statements - 1
+                space: IdSpace::Actions,
+                limit
             }
         );
         assert_eq!(
             err.to_string(),
-            "the store holds more statements than a snapshot can number (at most 999)"
+            format!("the store holds more distinct actions than a snapshot can number (at most {limit})")
         );
     }
 
@@ -901,15 +905,15 @@ mod compile_tests {
     fn sids(snap: &Snapshot, index: &StatementIndex, action: &str) -> Vec<String> {
         index
             .candidates(snap.action_id(action))
-            .filter_map(|(_, id)| snap.statement(id)?.sid.as_deref().map(str::to_owned))
+            .filter_map(|(_, s)| s?.sid.as_deref().map(str::to_owned))
             .collect()
     }
 
     #[test]
-    fn function_policies_compiled_apart_are_renumbered_into_place() {
-        // The user's policy makes this thread intern `example:alpha` first;
-        // the function policy, compiled on the other thread, names `beta`
-        // before `alpha`, so its action ids arrive in the other order.
+    fn an_index_offers_each_action_its_statements_in_policy_order() {
+        // The user's policy interns `example:alpha` first; the function
+        // policies name `beta` before `alpha`, so their buckets are sorted by
+        // id, not by the order statements name them.
         let user = r#"{"AccountId": "111122223333", "UserDetailList": [{"UserName": "u", "Arn": "arn:aws:iam::111122223333:user/u",
             "UserPolicyList": [{"PolicyName": "p", "PolicyDocument": {"Version": "2012-10-17", "Statement": [
                 {"Sid": "UserAlpha", "Effect": "Allow", "Action": "example:Alpha", "Resource": "*"}]}}]}]}"#;
@@ -951,12 +955,11 @@ mod compile_tests {
                 sids(&snap, &entry.index, "example:gamma"),
                 [format!("{name}Any")]
             );
-            // Each statement points at its own policy, and the policy at its statements.
-            let policy = snap.policy(entry.index.policies[0]).unwrap();
+            // The index holds the function's own policy, and it its statements.
+            let policy = &entry.index.policies[0];
             assert_eq!(&*policy.name, arn);
-            for id in policy.statements.clone() {
-                let s = snap.statement(id).unwrap();
-                assert_eq!(s.policy, entry.index.policies[0]);
+            for (i, s) in policy.statements.iter().enumerate() {
+                assert_eq!(s.index as usize, i);
                 assert!(s.sid.as_deref().unwrap().starts_with(name));
             }
         }

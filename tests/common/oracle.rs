@@ -16,7 +16,7 @@ pub fn decide_by_scan(snap: &Snapshot, request: &Request<'_>) -> Decision {
 /// Explains `request` from policies found by scans alone.
 pub fn explain_by_scan<'s>(snap: &'s Snapshot, request: &Request<'s>) -> engine::Explanation {
     let find = |kind: EntityKind, account: &str, name: &str, arn: Option<&str>| {
-        snap.entities().iter().find(|e| {
+        snap.entities().find(|e| {
             e.kind == kind
                 && &*e.account == account
                 && &*e.name == name
@@ -34,13 +34,6 @@ pub fn explain_by_scan<'s>(snap: &'s Snapshot, request: &Request<'s>) -> engine:
             .find(|(target, _)| *target == account)
             .map(|(_, index)| index)
     });
-    let resource = snap
-        .resources()
-        .iter()
-        .find(|r| &*r.arn == request.resource);
-    engine::explain_with(
-        snap,
-        request,
-        Applicable::given(request, entity, scps, resource),
-    )
+    let resource = snap.resources().find(|r| &*r.arn == request.resource);
+    engine::explain_with(request, Applicable::given(request, entity, scps, resource))
 }
