@@ -83,6 +83,20 @@ impl ReloadObserver for Observer {
                     trigger = ?trigger,
                     "store loaded"
                 );
+                metrics::documents_rejected(r.rejected.len(), r.held);
+                for (document, findings) in &r.rejected {
+                    tracing::error!(
+                        store = %self.store,
+                        document = %document,
+                        errors = findings.errors().count(),
+                        first_error = findings
+                            .errors()
+                            .next()
+                            .map(ToString::to_string)
+                            .unwrap_or_default(),
+                        "document rejected; its last good version keeps serving"
+                    );
+                }
                 let health = self.health.clone();
                 tokio::spawn(async move {
                     health.set_serving::<AuthorizerServer>().await;

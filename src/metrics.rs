@@ -216,6 +216,14 @@ impl Metrics {
             "iamd_store_applied_revision",
             "etcd store: the etcd revision of the last change applied to the serving snapshot."
         );
+        metrics::describe_gauge!(
+            "iamd_store_documents_rejected",
+            "Store documents whose current content is rejected (an ERROR, or a broken reference across documents); each keeps its last good version."
+        );
+        metrics::describe_counter!(
+            "iamd_store_document_rejections_total",
+            "Changes to one store document rejected alone."
+        );
         metrics::describe_gauge!("iamd_build_info", "Always 1; the version is a label.");
         gauge!("iamd_build_info", "version" => env!("CARGO_PKG_VERSION")).set(1.0);
         counter!("iamd_reloads_total", "result" => "success").absolute(0);
@@ -224,6 +232,8 @@ impl Metrics {
         gauge!("iamd_snapshot_loaded").set(0.0);
         gauge!("iamd_store_watch_up").set(0.0);
         counter!("iamd_store_watch_restarts_total").absolute(0);
+        gauge!("iamd_store_documents_rejected").set(0.0);
+        counter!("iamd_store_document_rejections_total").absolute(0);
         describe_admission();
         let mut decisions = Vec::new();
         let mut rejected = Vec::new();
@@ -358,6 +368,12 @@ pub fn connections(listener: &'static str, open: usize, refused: bool, evicted: 
     if evicted {
         counter!("iamd_connections_evicted_total", "listener" => listener).increment(1);
     }
+}
+
+/// Records the documents a change rejected alone, and how many are held back now.
+pub fn documents_rejected(now: usize, held: usize) {
+    counter!("iamd_store_document_rejections_total").increment(now as u64);
+    gauge!("iamd_store_documents_rejected").set(held as f64);
 }
 
 /// Records a rejected store.

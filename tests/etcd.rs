@@ -549,27 +549,83 @@ async fn a_watch_compacted_away_reads_the_store_again() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_bad_document_keeps_the_last_good_store_and_names_its_key() {
+async fn a_bad_document_is_rejected_alone_keeps_its_last_good_version_and_names_its_key() {
     let (cluster, url, _dir, first) = pushed_store();
     let sidecar = Iamd::start_loaded(Path::new(&url), &[]);
+    let mut client = sidecar.client().await;
+    let rejection = |document: &'static str| {
+        move |v: &serde_json::Value| {
+            v["fields"]["message"] == "document rejected; its last good version keeps serving"
+                && v["fields"]["document"] == document
+        }
+    };
 
-    cluster.put(&key("f"), r#"{"Policy": {"Statement": [{"Effect": "Deny""#);
-    let rejected = sidecar
-        .wait_for_log(Duration::from_secs(10), |v| {
-            v["fields"]["message"] == "store rejected; the last good snapshot keeps serving"
-        })
+    // A document with an ERROR of its own.
+    let bad = cluster.put(&key("f"), r#"{"Policy": {"Statement": [{"Effect": "Deny""#);
+    let logged = sidecar
+        .wait_for_log(
+            Duration::from_secs(10),
+            rejection("account-111122223333/function-policies/f.json"),
+        )
         .expect("the bad document is reported");
-    let first_error = rejected["fields"]["first_error"].as_str().unwrap();
+    let first_error = logged["fields"]["first_error"].as_str().unwrap();
     assert!(
         first_error.contains("account-111122223333/function-policies/f.json"),
         "{first_error}"
     );
+    // Its last good version decides, at the revision of the bad put: the
+    // store as of that revision is applied as far as it can be.
+    assert!(bad > first);
+    assert_eq!(decide(&mut client, "f").await, (Decision::Allow, bad));
     assert_eq!(
-        decide(&mut sidecar.client().await, "f").await,
-        (Decision::Allow, first)
+        metric(&sidecar, "iamd_store_documents_rejected", &[]),
+        Some(1.0)
     );
-    assert!(metric(&sidecar, "iamd_reloads_total", &[("result", "failure")]).unwrap() >= 1.0);
+    assert!(metric(&sidecar, "iamd_store_document_rejections_total", &[]).unwrap() >= 1.0);
+    let out = iamd(&["validate", "--store", &url]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(
+        stdout.contains("account-111122223333/function-policies/f.json"),
+        "{stdout}"
+    );
 
+    // Other documents still change while it is held back.
+    let g = cluster.put(&key("g"), &policy("g", "Deny"));
+    wait_revision(&sidecar, g).await;
+    assert_eq!(decide(&mut client, "g").await, (Decision::ExplicitDeny, g));
+    assert_eq!(decide(&mut client, "f").await, (Decision::Allow, g));
+
+    // A document that breaks a check across documents: it attaches a
+    // managed policy no document defines.
+    let extra = "/iamd/account-111122223333/extra.json";
+    let broken = cluster.put(
+        extra,
+        r#"{"UserDetailList": [{"UserName": "x", "Arn": "arn:aws:iam::111122223333:user/x",
+            "AttachedManagedPolicies": [{"PolicyName": "nope", "PolicyArn": "arn:aws:iam::111122223333:policy/nope"}]}]}"#,
+    );
+    let logged = sidecar
+        .wait_for_log(
+            Duration::from_secs(10),
+            rejection("account-111122223333/extra.json"),
+        )
+        .expect("the broken reference is reported");
+    let first_error = logged["fields"]["first_error"].as_str().unwrap();
+    assert!(
+        first_error.contains("UNKNOWN_MANAGED_POLICY"),
+        "{first_error}"
+    );
+    assert!(
+        first_error.contains("account-111122223333/extra.json"),
+        "{first_error}"
+    );
+    wait_revision(&sidecar, broken).await;
+    assert_eq!(
+        metric(&sidecar, "iamd_store_documents_rejected", &[]),
+        Some(2.0)
+    );
+
+    // Fixed, f applies; deleted, the broken document no longer counts.
     let fixed = cluster.put(&key("f"), &policy("f", "Deny"));
     wait_for(
         &sidecar,
@@ -578,6 +634,26 @@ async fn a_bad_document_keeps_the_last_good_store_and_names_its_key() {
         Duration::from_secs(5),
     )
     .await;
+    assert_eq!(
+        metric(&sidecar, "iamd_store_documents_rejected", &[]),
+        Some(1.0)
+    );
+    cluster.ctl(&["del", extra]);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while metric(&sidecar, "iamd_store_documents_rejected", &[]) != Some(0.0) {
+        assert!(
+            Instant::now() < deadline,
+            "the deleted document is still counted"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // `iamd validate` names nothing now; the whole store validates.
+    let out = iamd(&["validate", "--store", &url]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -864,7 +940,8 @@ async fn documents_larger_than_one_etcd_request_travel_in_chunks() {
     assert_eq!(chunks_after.len(), 6, "{chunks_after:?}");
     assert_ne!(chunks_after, chunks_before);
 
-    // A chunk lost: that document is an error, named, and the last good store serves.
+    // A chunk lost: that document is an error, named, and its last good
+    // version serves.
     let lost = chunks_after
         .iter()
         .find(|k| k.contains("account-100000000000"))
@@ -872,7 +949,8 @@ async fn documents_larger_than_one_etcd_request_travel_in_chunks() {
     cluster.ctl(&["del", lost]);
     let rejected = sidecar
         .wait_for_log(Duration::from_secs(10), |v| {
-            v["fields"]["message"] == "store rejected; the last good snapshot keeps serving"
+            v["fields"]["message"] == "document rejected; its last good version keeps serving"
+                && v["fields"]["document"] == "account-100000000000/authorization-details.json"
         })
         .expect("the broken document is reported");
     let first_error = rejected["fields"]["first_error"].as_str().unwrap();
@@ -881,5 +959,9 @@ async fn documents_larger_than_one_etcd_request_travel_in_chunks() {
             && first_error.contains("is missing"),
         "{first_error}"
     );
-    assert_eq!(serving_revision(&sidecar).await, second);
+    assert!(serving_revision(&sidecar).await > second);
+    assert_eq!(
+        metric(&sidecar, "iamd_store_documents_rejected", &[]),
+        Some(1.0)
+    );
 }

@@ -187,7 +187,8 @@ impl Compiler {
         c
     }
 
-    /// Adds everything a store holds (its SCPs under the source `""`).
+    /// Adds everything a store holds; its SCPs' source is the file that
+    /// holds them.
     pub fn add_store(&mut self, store: Store) {
         let Store {
             accounts,
@@ -215,7 +216,16 @@ impl Compiler {
         for rp in resource_policies {
             self.upsert_resource_policy(rp);
         }
-        self.set_scps("", scps);
+        let mut sources: BTreeMap<Arc<str>, Vec<ServiceControlPolicy>> = BTreeMap::new();
+        for scp in scps {
+            sources
+                .entry(scp.location.file.clone())
+                .or_default()
+                .push(scp);
+        }
+        for (source, scps) in sources {
+            self.set_scps(&source, scps);
+        }
     }
 
     /// How many accounts the store knows, for [`Stats`].

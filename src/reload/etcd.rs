@@ -10,11 +10,12 @@
 //! away reads the whole prefix again. While etcd is unreachable the last
 //! snapshot keeps serving.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
 use crate::store::etcd::{api::mvccpb::event::EventType, Client, EtcdError, Key};
+use crate::store::workspace::Workspace;
 use crate::store::LoadError;
 
 use super::{Contact, ReloadObserver, SnapshotCell, Trigger};
@@ -37,6 +38,17 @@ struct Mirror {
     unapplied: Option<i64>,
     /// The revision of the serving snapshot (0 before the first).
     applied: i64,
+    /// The documents changed since the last apply; `None`: maybe any
+    /// (the prefix was read again).
+    changed: Option<BTreeSet<String>>,
+}
+
+impl Mirror {
+    fn touched(&mut self, document: &str) {
+        if let Some(changed) = &mut self.changed {
+            changed.insert(document.to_owned());
+        }
+    }
 }
 
 /// Starts following the store; the task runs until the runtime stops.
@@ -54,6 +66,7 @@ pub fn spawn_follower(
             store,
             connected: false,
             mirror: Mirror::default(),
+            workspace: None,
         };
         follower.run().await;
     })
@@ -66,6 +79,9 @@ struct Follower {
     store: String,
     connected: bool,
     mirror: Mirror,
+    /// The applied documents, to apply the next change to; `None` until
+    /// the first complete store loads (and after a failed build).
+    workspace: Option<Workspace>,
 }
 
 impl Follower {
@@ -137,6 +153,7 @@ impl Follower {
             push: listing.push,
             unapplied: (!unchanged).then_some(at),
             applied,
+            changed: None,
         };
         self.apply().await;
         Ok(())
@@ -177,6 +194,7 @@ impl Follower {
                 let target = self.client.target();
                 match target.classify(&kv.key) {
                     Key::Document(rel) => {
+                        self.mirror.touched(rel);
                         if put {
                             self.mirror.documents.insert(rel.to_owned(), kv.value);
                         } else {
@@ -188,6 +206,10 @@ impl Follower {
                             put.then(|| String::from_utf8_lossy(&kv.value).into_owned());
                     }
                     Key::Chunk(chunk) => {
+                        // `DOC/ID/NNNNNN`: the document it belongs to changed.
+                        if let Some(doc) = chunk.rsplitn(3, '/').nth(2) {
+                            self.mirror.touched(doc);
+                        }
                         if put {
                             self.mirror.chunks.insert(chunk.to_owned(), kv.value);
                         } else {
@@ -215,20 +237,34 @@ impl Follower {
         }
         let documents = std::mem::take(&mut self.mirror.documents);
         let chunks = std::mem::take(&mut self.mirror.chunks);
+        let changed = self.mirror.changed.replace(BTreeSet::new());
+        let mut workspace = self.workspace.take();
         let cell = self.cell.clone();
         let store = self.store.clone();
         // A store with no change yet (an empty prefix) still serves, at 1.
         let at = u64::try_from(revision.max(1)).unwrap_or(1);
         let joined = tokio::task::spawn_blocking(move || {
-            let result = cell.install(&store, &documents, &chunks, at);
-            crate::store::release_memory();
-            (documents, chunks, result)
+            let whole = workspace.is_none();
+            let result = cell.install(
+                &store,
+                &mut workspace,
+                &documents,
+                &chunks,
+                changed.as_ref(),
+                at,
+            );
+            if whole {
+                // A whole load (above all a rejected one) peaks: give it back.
+                crate::store::release_memory();
+            }
+            (documents, chunks, workspace, result)
         })
         .await;
         let result = match joined {
-            Ok((documents, chunks, result)) => {
+            Ok((documents, chunks, workspace, result)) => {
                 self.mirror.documents = documents;
                 self.mirror.chunks = chunks;
+                self.workspace = workspace;
                 result
             }
             Err(e) => {

@@ -17,6 +17,7 @@
 //! retrying while the store is missing. A load is kept only if the tree did
 //! not change while it was read (a fingerprint taken before and after).
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -29,6 +30,7 @@ use tokio::time::{Instant, MissedTickBehavior};
 
 use crate::engine::{Snapshot, Stats};
 use crate::store::fingerprint::Fingerprint;
+use crate::store::workspace::{LoadFailure, Workspace};
 use crate::store::{self, LoadError};
 
 pub mod etcd;
@@ -69,11 +71,16 @@ impl Default for SnapshotCell {
 }
 
 /// What a successful reload produced.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Reloaded {
     pub revision: u64,
     pub stats: Stats,
     pub warnings: usize,
+    /// Documents this change rejected, each with its findings: the
+    /// snapshot keeps their previous version.
+    pub rejected: Vec<(String, crate::finding::Findings)>,
+    /// Documents whose current content is rejected, this change's included.
+    pub held: usize,
 }
 
 impl SnapshotCell {
@@ -115,30 +122,85 @@ impl SnapshotCell {
         Ok(self.swap(snapshot, revision, warnings))
     }
 
-    /// Builds a store from documents (an etcd store's), compiles it and
-    /// swaps it in at `revision`. Blocking. `store` names the store in errors.
+    /// Applies an etcd store's documents and swaps the result in at
+    /// `revision`. Blocking. `store` names the store in errors.
+    ///
+    /// Without a workspace the documents are loaded whole (any ERROR
+    /// rejects them all, and nothing serves from them); with one, only the
+    /// `changed` documents (all of them when `None`) are applied, each
+    /// rejected alone when it is bad. A workspace that fails to compile is
+    /// dropped, so the next change loads the store whole again.
     pub fn install(
         &self,
         store: &str,
-        documents: &std::collections::BTreeMap<String, Vec<u8>>,
-        chunks: &std::collections::BTreeMap<String, Vec<u8>>,
+        workspace: &mut Option<Workspace>,
+        documents: &BTreeMap<String, Vec<u8>>,
+        chunks: &BTreeMap<String, Vec<u8>>,
+        changed: Option<&BTreeSet<String>>,
         revision: u64,
     ) -> Result<Reloaded, LoadError> {
-        let assembled = store::etcd::assemble(documents, chunks);
-        let (built, findings) = store::from_parts(
-            assembled
-                .iter()
-                .map(|(rel, doc)| (*rel, doc.as_deref().map_err(String::as_str))),
-        );
-        let built = match built {
-            Some(built) if !findings.has_errors() => built,
-            _ => return Err(LoadError::rejected(PathBuf::from(store), findings)),
-        };
-        let snapshot = Snapshot::compile_owned(built).map_err(|source| LoadError::Compile {
+        let compile = |source| LoadError::Compile {
             path: PathBuf::from(store),
             source,
-        })?;
-        Ok(self.swap(snapshot, revision, findings.len()))
+        };
+        let Some(ws) = workspace else {
+            let assembled = store::etcd::assemble(documents, chunks);
+            let parts = assembled
+                .iter()
+                .map(|(rel, doc)| (*rel, doc.as_deref().map_err(String::as_str)));
+            let (ws, snapshot, findings) = Workspace::load(parts).map_err(|e| match e {
+                LoadFailure::Rejected(findings) => {
+                    LoadError::rejected(PathBuf::from(store), findings)
+                }
+                LoadFailure::Compile(source) => compile(source),
+            })?;
+            *workspace = Some(ws);
+            return Ok(self.swap(snapshot, revision, findings.len()));
+        };
+        let applied = match changed {
+            None => {
+                let assembled = store::etcd::assemble(documents, chunks);
+                ws.sync(
+                    assembled
+                        .iter()
+                        .map(|(rel, doc)| (*rel, doc.as_deref().map_err(String::as_str))),
+                )
+            }
+            Some(names) => {
+                let assembled: Vec<(&str, Option<_>)> = names
+                    .iter()
+                    .map(|name| {
+                        let doc = documents
+                            .get(name)
+                            .map(|doc| store::etcd::assemble_one(name, doc, chunks));
+                        (name.as_str(), doc)
+                    })
+                    .collect();
+                ws.apply(assembled.iter().map(|(name, doc)| {
+                    let content = doc.as_ref().map(|d| d.as_deref().map_err(String::as_str));
+                    (*name, content)
+                }))
+            }
+        };
+        let applied = match applied {
+            Ok(applied) => applied,
+            Err(source) => {
+                *workspace = None;
+                return Err(compile(source));
+            }
+        };
+        let held = ws.held().len();
+        let warnings = ws.warnings();
+        // Nothing the snapshot holds changed (every document rejected, or
+        // back to what serves): the same snapshot serves at the new revision.
+        let snapshot = match applied.snapshot {
+            Some(snapshot) => snapshot,
+            None => ws.snapshot().map_err(compile)?,
+        };
+        let mut reloaded = self.swap(snapshot, revision, warnings);
+        reloaded.rejected = applied.rejected;
+        reloaded.held = held;
+        Ok(reloaded)
     }
 
     /// Waits until the serving revision is at least `min`, at most `within`;
@@ -169,6 +231,8 @@ impl SnapshotCell {
             revision,
             stats,
             warnings,
+            rejected: Vec::new(),
+            held: 0,
         }
     }
 }

@@ -735,7 +735,8 @@ pub fn assemble<'d>(
         .collect()
 }
 
-fn assemble_one<'d>(
+/// One document put back together (see [`assemble`]).
+pub fn assemble_one<'d>(
     rel: &str,
     doc: &'d Vec<u8>,
     chunks: &BTreeMap<String, Vec<u8>>,

@@ -259,6 +259,11 @@ impl Builder {
         s.files.reserve(parts.map(|p| p.store.files.len()).sum());
     }
 
+    /// What this builder has read so far.
+    pub(super) fn store(&self) -> &Store {
+        &self.store
+    }
+
     /// Adds what another builder read (files are read in parallel, then merged in order).
     pub(super) fn absorb(&mut self, other: Builder) {
         let Store {
@@ -717,31 +722,43 @@ impl Builder {
                 "the check of managed policy and group references failed unexpectedly; the store is rejected",
             ),
         }
-        let aggregate = |kind: &str,
-                         name: &str,
-                         policies: &[NamedPolicy],
-                         loc: &Location,
-                         findings: &mut Findings| {
-            let total: usize = policies.iter().map(|p| p.size).sum();
-            let limit = super::inline_aggregate_limit(kind);
-            if total > limit {
-                findings.push(
-                    IssueCode::PolicySizeExceeded,
-                    loc.clone(),
-                    format!("the inline policies of {kind} `{}` total {total} non-white-space characters; IAM allows {limit}", echo(name)),
-                );
-            }
-        };
-        for u in &s.users {
-            aggregate("user", &u.name, &u.inline, &u.location, findings);
-        }
-        for g in &s.groups {
-            aggregate("group", &g.name, &g.inline, &g.location, findings);
-        }
-        for r in &s.roles {
-            aggregate("role", &r.name, &r.inline, &r.location, findings);
-        }
+        aggregate_checks(s, findings);
         self.store
+    }
+
+    /// Hands over what one document holds, with the checks that need only
+    /// it; the checks across documents are the caller's.
+    pub(super) fn into_document(self, findings: &mut Findings) -> Store {
+        aggregate_checks(&self.store, findings);
+        self.store
+    }
+}
+
+/// IAM's aggregate quota on each principal's inline policies.
+fn aggregate_checks(s: &Store, findings: &mut Findings) {
+    let aggregate = |kind: &str,
+                     name: &str,
+                     policies: &[NamedPolicy],
+                     loc: &Location,
+                     findings: &mut Findings| {
+        let total: usize = policies.iter().map(|p| p.size).sum();
+        let limit = super::inline_aggregate_limit(kind);
+        if total > limit {
+            findings.push(
+                IssueCode::PolicySizeExceeded,
+                loc.clone(),
+                format!("the inline policies of {kind} `{}` total {total} non-white-space characters; IAM allows {limit}", echo(name)),
+            );
+        }
+    };
+    for u in &s.users {
+        aggregate("user", &u.name, &u.inline, &u.location, findings);
+    }
+    for g in &s.groups {
+        aggregate("group", &g.name, &g.inline, &g.location, findings);
+    }
+    for r in &s.roles {
+        aggregate("role", &r.name, &r.inline, &r.location, findings);
     }
 }
 

@@ -11,6 +11,7 @@ pub mod etcd;
 mod files;
 pub mod fingerprint;
 pub mod location;
+pub mod workspace;
 
 pub use location::{EtcdOptions, EtcdTarget, StoreLocation};
 
@@ -299,17 +300,36 @@ pub fn from_parts<'a>(
     documents: impl IntoIterator<Item = (&'a str, Result<&'a [u8], &'a str>)>,
 ) -> (Option<Store>, Findings) {
     let documents: Vec<(&str, Result<&[u8], &str>)> = documents.into_iter().collect();
+    let (store, findings, _) = parse_documents(&documents, false);
+    (store, findings)
+}
+
+/// [`from_parts`], and when `with_keys` what each document defines and
+/// refers to (for [`workspace::Workspace`]), in document order.
+fn parse_documents(
+    documents: &[(&str, Result<&[u8], &str>)],
+    with_keys: bool,
+) -> (Option<Store>, Findings, Vec<workspace::DocKeys>) {
     let budget = StoreBudget::default();
-    let parts = in_parallel(&documents, |_: &mut (), part: &mut Part, (name, bytes)| {
+    type Chunk = (Part, Vec<workspace::DocKeys>);
+    let chunks = in_parallel(documents, |_: &mut (), chunk: &mut Chunk, (name, bytes)| {
         if budget.exhausted() {
             return;
         }
+        let ((builder, findings), keys) = chunk;
         let read = bytes
             .map_err(str::to_owned)
             .and_then(|bytes| text(bytes, bytes.len() as u64));
         match read {
+            Ok(text) if with_keys => {
+                let mut one = files::Builder::default();
+                let used = one.add_file(name, text, findings);
+                budget.spend(text.len(), used);
+                keys.push(workspace::DocKeys::of(name, one.store()));
+                builder.absorb(one);
+            }
             Ok(text) => {
-                let used = part.0.add_file(name, text, &mut part.1);
+                let used = builder.add_file(name, text, findings);
                 budget.spend(text.len(), used);
             }
             Err(msg) => {
@@ -319,13 +339,27 @@ pub fn from_parts<'a>(
                     line: 1,
                     column: 1,
                 };
-                part.1.push(IssueCode::UnreadableFile, loc, msg);
+                findings.push(IssueCode::UnreadableFile, loc, msg);
+                if with_keys {
+                    keys.push(workspace::DocKeys::of(name, &Store::default()));
+                }
             }
         }
     });
-    merge(parts, budget.exhausted(), |i| {
+    let mut keys = Vec::new();
+    let parts = chunks
+        .into_iter()
+        .map(|c| {
+            c.map(|(part, k)| {
+                keys.extend(k);
+                part
+            })
+        })
+        .collect();
+    let (store, findings) = merge(parts, budget.exhausted(), |i| {
         documents.get(i).map(|(name, _)| (*name).to_owned())
-    })
+    });
+    (store, findings, keys)
 }
 
 /// Every document of a store directory (what [`load_with_findings`] reads),

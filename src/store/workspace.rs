@@ -1,0 +1,682 @@
+//! A store kept up to date document by document.
+//!
+//! The first load is all or nothing, with exactly the findings of
+//! `iamd validate`: a store with any ERROR does not serve. After that, each
+//! change names the documents it touches. Only they are parsed; a document
+//! with an ERROR is rejected alone and its previous version (or, for a new
+//! document, its absence) stays; the checks across documents (one
+//! definition per ARN and per name, attached managed policies and groups
+//! that exist) run on what the change defines, refers to and removes, and a
+//! document that breaks one is rejected too. The accepted documents then
+//! change the [`Compiler`], which rebuilds only what they reach.
+
+use std::collections::BTreeMap;
+use std::hash::BuildHasher;
+use std::sync::Arc;
+
+use rustc_hash::FxHashMap;
+
+use super::files;
+use crate::engine::{CompileError, Compiler, Snapshot, Stats};
+use crate::finding::{echo, Findings, IssueCode, Location};
+use crate::model::Store;
+
+/// What kind of thing a document defines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Kind {
+    User,
+    Group,
+    Role,
+    Managed,
+    Resource,
+}
+
+impl Kind {
+    /// As the whole-store duplicate check names it.
+    fn what(self) -> &'static str {
+        match self {
+            Kind::User => "user",
+            Kind::Group => "group",
+            Kind::Role => "role",
+            Kind::Managed => "managed policy",
+            Kind::Resource => "the resource policy of",
+        }
+    }
+}
+
+/// One thing a document defines, with what it refers to.
+#[derive(Debug, Clone)]
+struct Defined {
+    kind: Kind,
+    arn: String,
+    /// Users, groups and roles: their account and name.
+    account: String,
+    name: String,
+    location: Location,
+    /// Managed policies attached (and the boundary).
+    managed: Vec<String>,
+    /// Groups a user is in.
+    groups: Vec<String>,
+}
+
+/// What one document defines and refers to.
+#[derive(Debug, Clone, Default)]
+pub struct DocKeys {
+    accounts: Vec<String>,
+    defined: Vec<Defined>,
+}
+
+impl DocKeys {
+    /// The keys of a document that `store` holds alone.
+    pub(super) fn of(_name: &str, store: &Store) -> DocKeys {
+        let mut defined = Vec::with_capacity(
+            store.users.len()
+                + store.groups.len()
+                + store.roles.len()
+                + store.managed.len()
+                + store.resource_policies.len(),
+        );
+        for u in &store.users {
+            defined.push(Defined {
+                kind: Kind::User,
+                arn: u.arn.clone(),
+                account: u.account.clone(),
+                name: u.name.clone(),
+                location: u.location.clone(),
+                managed: u.attached.iter().chain(&u.boundary).cloned().collect(),
+                groups: u.groups.clone(),
+            });
+        }
+        for g in &store.groups {
+            defined.push(Defined {
+                kind: Kind::Group,
+                arn: g.arn.clone(),
+                account: g.account.clone(),
+                name: g.name.clone(),
+                location: g.location.clone(),
+                managed: g.attached.clone(),
+                groups: Vec::new(),
+            });
+        }
+        for r in &store.roles {
+            defined.push(Defined {
+                kind: Kind::Role,
+                arn: r.arn.clone(),
+                account: r.account.clone(),
+                name: r.name.clone(),
+                location: r.location.clone(),
+                managed: r.attached.iter().chain(&r.boundary).cloned().collect(),
+                groups: Vec::new(),
+            });
+        }
+        for m in &store.managed {
+            defined.push(Defined {
+                kind: Kind::Managed,
+                arn: m.arn.clone(),
+                account: String::new(),
+                name: m.name.clone(),
+                location: m.location.clone(),
+                managed: Vec::new(),
+                groups: Vec::new(),
+            });
+        }
+        for p in &store.resource_policies {
+            defined.push(Defined {
+                kind: Kind::Resource,
+                arn: p.resource_arn.clone(),
+                account: String::new(),
+                name: String::new(),
+                location: p.location.clone(),
+                managed: Vec::new(),
+                groups: Vec::new(),
+            });
+        }
+        DocKeys {
+            accounts: store.accounts.iter().cloned().collect(),
+            defined,
+        }
+    }
+}
+
+/// IAM names are unique per account, ignoring case.
+fn folded(name: &str) -> String {
+    name.to_lowercase()
+}
+
+/// Every accepted document's keys together: who defines each ARN and name,
+/// and how often each managed policy and group is referred to.
+#[derive(Debug, Default)]
+struct CrossIndex {
+    arns: FxHashMap<String, Vec<Location>>,
+    names: FxHashMap<(Kind, String, String), Vec<Location>>,
+    managed: FxHashMap<String, usize>,
+    groups: FxHashMap<(String, String), usize>,
+    managed_refs: FxHashMap<String, usize>,
+    group_refs: FxHashMap<(String, String), usize>,
+    accounts: FxHashMap<String, usize>,
+}
+
+fn up<K: std::hash::Hash + Eq>(map: &mut FxHashMap<K, usize>, key: K) {
+    *map.entry(key).or_default() += 1;
+}
+
+fn down<K: std::hash::Hash + Eq>(map: &mut FxHashMap<K, usize>, key: K) {
+    if let std::collections::hash_map::Entry::Occupied(mut e) = map.entry(key) {
+        *e.get_mut() -= 1;
+        if *e.get() == 0 {
+            e.remove();
+        }
+    }
+}
+
+impl CrossIndex {
+    fn add(&mut self, keys: &DocKeys) {
+        for a in &keys.accounts {
+            up(&mut self.accounts, a.clone());
+        }
+        for d in &keys.defined {
+            self.arns
+                .entry(d.arn.clone())
+                .or_default()
+                .push(d.location.clone());
+            if let Some(k) = name_key(d) {
+                self.names.entry(k).or_default().push(d.location.clone());
+            }
+            match d.kind {
+                Kind::Managed => up(&mut self.managed, d.arn.clone()),
+                Kind::Group => up(&mut self.groups, (d.account.clone(), d.name.clone())),
+                _ => {}
+            }
+            for m in &d.managed {
+                up(&mut self.managed_refs, m.clone());
+            }
+            for g in &d.groups {
+                up(&mut self.group_refs, (d.account.clone(), g.clone()));
+            }
+        }
+    }
+
+    fn remove(&mut self, keys: &DocKeys) {
+        for a in &keys.accounts {
+            down(&mut self.accounts, a.clone());
+        }
+        let drop_location = |list: Option<&mut Vec<Location>>, at: &Location| -> bool {
+            let Some(list) = list else { return false };
+            if let Some(i) = list.iter().position(|l| l == at) {
+                list.remove(i);
+            }
+            list.is_empty()
+        };
+        for d in &keys.defined {
+            if drop_location(self.arns.get_mut(&d.arn), &d.location) {
+                self.arns.remove(&d.arn);
+            }
+            if let Some(k) = name_key(d) {
+                if drop_location(self.names.get_mut(&k), &d.location) {
+                    self.names.remove(&k);
+                }
+            }
+            match d.kind {
+                Kind::Managed => down(&mut self.managed, d.arn.clone()),
+                Kind::Group => down(&mut self.groups, (d.account.clone(), d.name.clone())),
+                _ => {}
+            }
+            for m in &d.managed {
+                down(&mut self.managed_refs, m.clone());
+            }
+            for g in &d.groups {
+                down(&mut self.group_refs, (d.account.clone(), g.clone()));
+            }
+        }
+    }
+
+    /// What breaks a check across documents once `new` replaced `old`
+    /// (both already in the index that way).
+    fn check(&self, old: Option<&DocKeys>, new: &DocKeys) -> Findings {
+        let mut findings = Findings::new();
+        for d in &new.defined {
+            let first = |list: Option<&Vec<Location>>| {
+                list.filter(|l| l.len() > 1)
+                    .and_then(|l| l.iter().find(|at| **at != d.location).or(l.first()))
+                    .cloned()
+            };
+            if let Some(first) = first(self.arns.get(&d.arn)) {
+                findings.push(
+                    IssueCode::DuplicateEntity,
+                    d.location.clone(),
+                    format!(
+                        "{} `{}` is defined twice (first at {first})",
+                        d.kind.what(),
+                        echo(&d.arn)
+                    ),
+                );
+            }
+            if let Some(key) = name_key(d) {
+                if let Some(first) = first(self.names.get(&key)) {
+                    let what = d.kind.what();
+                    findings.push(
+                        IssueCode::DuplicateEntity,
+                        d.location.clone(),
+                        format!(
+                            "{what} `{}` is defined twice (first at {first})",
+                            echo(&format!("{what}:{}:{}", key.1, key.2))
+                        ),
+                    );
+                }
+            }
+            for m in &d.managed {
+                if !self.managed.contains_key(m) {
+                    findings.push(
+                        IssueCode::UnknownManagedPolicy,
+                        d.location.clone(),
+                        format!(
+                            "{} `{}` refers to managed policy `{}`, which no store file defines",
+                            d.kind.what(),
+                            echo(&d.name),
+                            echo(m)
+                        ),
+                    );
+                }
+            }
+            for g in &d.groups {
+                if !self.groups.contains_key(&(d.account.clone(), g.clone())) {
+                    findings.push(
+                        IssueCode::UnknownGroup,
+                        d.location.clone(),
+                        format!(
+                            "user `{}` is in group `{}`, which no store file defines",
+                            echo(&d.name),
+                            echo(g)
+                        ),
+                    );
+                }
+            }
+        }
+        // What the new version no longer defines must not be needed elsewhere.
+        for d in old.iter().flat_map(|o| &o.defined) {
+            match d.kind {
+                Kind::Managed
+                    if !self.managed.contains_key(&d.arn)
+                        && self.managed_refs.contains_key(&d.arn) =>
+                {
+                    findings.push(
+                        IssueCode::UnknownManagedPolicy,
+                        d.location.clone(),
+                        format!(
+                            "this change removes managed policy `{}`, which {} user(s), group(s) or role(s) still attach",
+                            echo(&d.arn),
+                            self.managed_refs.get(&d.arn).copied().unwrap_or(0)
+                        ),
+                    );
+                }
+                Kind::Group => {
+                    let key = (d.account.clone(), d.name.clone());
+                    if !self.groups.contains_key(&key) && self.group_refs.contains_key(&key) {
+                        findings.push(
+                            IssueCode::UnknownGroup,
+                            d.location.clone(),
+                            format!(
+                                "this change removes group `{}`, which {} user(s) are still in",
+                                echo(&d.name),
+                                self.group_refs.get(&key).copied().unwrap_or(0)
+                            ),
+                        );
+                    }
+                }
+                _ => {}
+            }
+        }
+        findings
+    }
+}
+
+fn name_key(d: &Defined) -> Option<(Kind, String, String)> {
+    matches!(d.kind, Kind::User | Kind::Group | Kind::Role)
+        .then(|| (d.kind, d.account.clone(), folded(&d.name)))
+}
+
+/// A document as the workspace holds it.
+#[derive(Debug)]
+struct Accepted {
+    digest: u64,
+    keys: DocKeys,
+    /// Findings below ERROR.
+    warnings: usize,
+}
+
+/// A document's content in a change: its bytes, why it could not be read,
+/// or `None` when it was deleted.
+pub type Content<'a> = Option<Result<&'a [u8], &'a str>>;
+
+/// What applying a change did.
+#[derive(Debug)]
+pub struct Applied {
+    /// The next snapshot; `None` when nothing the snapshot holds changed.
+    pub snapshot: Option<Snapshot>,
+    /// Documents applied.
+    pub applied: Vec<String>,
+    /// Documents rejected by this change, with their findings; each keeps
+    /// its previous version.
+    pub rejected: Vec<(String, Findings)>,
+}
+
+/// The store's documents as accepted, and the compiler of their snapshots.
+#[derive(Debug)]
+pub struct Workspace {
+    compiler: Compiler,
+    docs: BTreeMap<String, Accepted>,
+    /// Documents whose current content is rejected, with why.
+    held: BTreeMap<String, Findings>,
+    index: CrossIndex,
+    hasher: std::hash::RandomState,
+}
+
+/// Why the first load did not produce a workspace.
+#[derive(Debug)]
+pub enum LoadFailure {
+    /// The store has errors: these are all its findings.
+    Rejected(Findings),
+    Compile(CompileError),
+}
+
+impl Workspace {
+    /// Loads a whole store: its findings are those of `iamd validate`, and
+    /// any ERROR rejects it. Returns the workspace, its snapshot and the
+    /// findings (warnings at most).
+    pub fn load<'a>(
+        documents: impl IntoIterator<Item = (&'a str, Result<&'a [u8], &'a str>)>,
+    ) -> Result<(Workspace, Snapshot, Findings), LoadFailure> {
+        let documents: Vec<(&str, Result<&[u8], &str>)> = documents.into_iter().collect();
+        let (store, findings, keys) = super::parse_documents(&documents, true);
+        let store = match store {
+            Some(store) if !findings.has_errors() => store,
+            _ => return Err(LoadFailure::Rejected(findings)),
+        };
+        let hasher = std::hash::RandomState::new();
+        let mut warnings: FxHashMap<&str, usize> = FxHashMap::default();
+        for f in findings.iter() {
+            *warnings.entry(&f.location.file).or_default() += 1;
+        }
+        let mut ws = Workspace {
+            compiler: Compiler::new(),
+            docs: BTreeMap::new(),
+            held: BTreeMap::new(),
+            index: CrossIndex::default(),
+            hasher,
+        };
+        for ((name, content), keys) in documents.iter().zip(keys) {
+            ws.index.add(&keys);
+            let digest = ws.digest(*content);
+            ws.docs.insert(
+                (*name).to_owned(),
+                Accepted {
+                    digest,
+                    keys,
+                    warnings: warnings.get(name).copied().unwrap_or(0),
+                },
+            );
+        }
+        ws.compiler.add_store(store);
+        ws.compiler.set_accounts(ws.index.accounts.len());
+        let snapshot = ws.compiler.snapshot().map_err(LoadFailure::Compile)?;
+        Ok((ws, snapshot, findings))
+    }
+
+    /// Findings below ERROR in the accepted documents.
+    pub fn warnings(&self) -> usize {
+        self.docs.values().map(|d| d.warnings).sum()
+    }
+
+    /// Documents whose current content is rejected, with their findings.
+    pub fn held(&self) -> &BTreeMap<String, Findings> {
+        &self.held
+    }
+
+    fn digest(&self, content: Result<&[u8], &str>) -> u64 {
+        match content {
+            Ok(bytes) => self.hasher.hash_one(bytes),
+            Err(why) => self.hasher.hash_one(("unreadable", why)),
+        }
+    }
+
+    /// Applies the whole store as it now is: documents not listed are
+    /// deleted, listed ones whose content did not change cost a hash.
+    pub fn sync<'a>(
+        &mut self,
+        documents: impl IntoIterator<Item = (&'a str, Result<&'a [u8], &'a str>)>,
+    ) -> Result<Applied, CompileError> {
+        let mut changes: BTreeMap<&str, Content<'a>> = BTreeMap::new();
+        for (name, content) in documents {
+            changes.insert(name, Some(content));
+        }
+        let gone: Vec<String> = self
+            .docs
+            .keys()
+            .chain(self.held.keys())
+            .filter(|n| !changes.contains_key(n.as_str()))
+            .cloned()
+            .collect();
+        let mut all: Vec<(String, Content<'a>)> = changes
+            .into_iter()
+            .map(|(n, c)| (n.to_owned(), c))
+            .collect();
+        all.extend(gone.into_iter().map(|n| (n, None)));
+        self.apply(all.iter().map(|(n, c)| (n.as_str(), *c)))
+    }
+
+    /// Applies a change to the named documents. A document is rejected
+    /// alone (keeping its previous version) when it has an ERROR or breaks
+    /// a check across documents. On a [`CompileError`] the workspace is
+    /// spent: load the store again.
+    pub fn apply<'a>(
+        &mut self,
+        changes: impl IntoIterator<Item = (&'a str, Content<'a>)>,
+    ) -> Result<Applied, CompileError> {
+        // Parse what changed.
+        let mut candidates: Vec<Candidate> = Vec::new();
+        let mut rejected: Vec<(String, Findings)> = Vec::new();
+        for (name, content) in changes {
+            let digest = content.map(|c| self.digest(c));
+            let current = self.docs.get(name).map(|d| d.digest);
+            if digest == current {
+                // Back to the accepted version (or still absent).
+                self.held.remove(name);
+                continue;
+            }
+            let Some(content) = content else {
+                self.held.remove(name);
+                candidates.push(Candidate {
+                    name: name.to_owned(),
+                    digest: None,
+                    store: Store::default(),
+                    keys: DocKeys::default(),
+                    warnings: 0,
+                });
+                continue;
+            };
+            let (store, findings) = parse_one(name, content);
+            if findings.has_errors() {
+                rejected.push((name.to_owned(), findings));
+                continue;
+            }
+            let keys = DocKeys::of(name, &store);
+            candidates.push(Candidate {
+                name: name.to_owned(),
+                digest,
+                store,
+                keys,
+                warnings: findings.len(),
+            });
+        }
+
+        // Check across documents until every remaining change passes.
+        loop {
+            for c in &candidates {
+                if let Some(old) = self.docs.get(&c.name) {
+                    self.index.remove(&old.keys);
+                }
+                self.index.add(&c.keys);
+            }
+            let mut failed = Vec::new();
+            for (i, c) in candidates.iter().enumerate() {
+                let old = self.docs.get(&c.name).map(|d| &d.keys);
+                let mut findings = self.index.check(old, &c.keys);
+                if findings.has_errors() {
+                    if c.digest.is_none() {
+                        // A deletion that breaks a reference: say so at the document.
+                        findings = retarget(findings, &c.name);
+                    }
+                    failed.push((i, findings));
+                }
+            }
+            if failed.is_empty() {
+                break;
+            }
+            // Undo, drop the failures, and check the rest again.
+            for c in &candidates {
+                self.index.remove(&c.keys);
+                if let Some(old) = self.docs.get(&c.name) {
+                    self.index.add(&old.keys);
+                }
+            }
+            for (i, findings) in failed.into_iter().rev() {
+                let c = candidates.remove(i);
+                rejected.push((c.name, findings));
+            }
+        }
+
+        for (name, findings) in &rejected {
+            self.held.insert(name.clone(), findings.clone());
+        }
+        if candidates.is_empty() {
+            return Ok(Applied {
+                snapshot: None,
+                applied: Vec::new(),
+                rejected,
+            });
+        }
+
+        // Removals first: a key may move from one document to another.
+        for c in &candidates {
+            if let Some(old) = self.docs.get(&c.name) {
+                for d in &old.keys.defined {
+                    match d.kind {
+                        Kind::User => self.compiler.remove_user(&d.account, &d.name),
+                        Kind::Group => self.compiler.remove_group(&d.account, &d.name),
+                        Kind::Role => self.compiler.remove_role(&d.account, &d.name),
+                        Kind::Managed => self.compiler.remove_managed(&d.arn),
+                        Kind::Resource => self.compiler.remove_resource_policy(&d.arn),
+                    }
+                }
+            }
+        }
+        let mut applied = Vec::with_capacity(candidates.len());
+        for c in candidates {
+            self.held.remove(&c.name);
+            let Store {
+                users,
+                groups,
+                roles,
+                managed,
+                resource_policies,
+                scps,
+                ..
+            } = c.store;
+            managed
+                .into_iter()
+                .for_each(|m| self.compiler.upsert_managed(m));
+            groups
+                .into_iter()
+                .for_each(|g| self.compiler.upsert_group(g));
+            users.into_iter().for_each(|u| self.compiler.upsert_user(u));
+            roles.into_iter().for_each(|r| self.compiler.upsert_role(r));
+            resource_policies
+                .into_iter()
+                .for_each(|p| self.compiler.upsert_resource_policy(p));
+            self.compiler.set_scps(&c.name, scps);
+            match c.digest {
+                Some(digest) => {
+                    self.docs.insert(
+                        c.name.clone(),
+                        Accepted {
+                            digest,
+                            keys: c.keys,
+                            warnings: c.warnings,
+                        },
+                    );
+                }
+                None => {
+                    self.docs.remove(&c.name);
+                }
+            }
+            applied.push(c.name);
+        }
+        self.compiler.set_accounts(self.index.accounts.len());
+        Ok(Applied {
+            snapshot: Some(self.compiler.snapshot()?),
+            applied,
+            rejected,
+        })
+    }
+
+    /// The snapshot of the accepted documents (cheap: it shares everything).
+    pub fn snapshot(&mut self) -> Result<Snapshot, CompileError> {
+        self.compiler.snapshot()
+    }
+
+    /// The counts of the accepted store.
+    pub fn stats(&mut self) -> Result<Stats, CompileError> {
+        self.snapshot().map(|s| s.stats())
+    }
+}
+
+/// A parsed change that has passed its own checks.
+struct Candidate {
+    name: String,
+    /// `None`: the document was deleted.
+    digest: Option<u64>,
+    store: Store,
+    keys: DocKeys,
+    warnings: usize,
+}
+
+/// One document alone, with the checks that need only it.
+fn parse_one(name: &str, content: Result<&[u8], &str>) -> (Store, Findings) {
+    let mut findings = Findings::new();
+    let read = content
+        .map_err(str::to_owned)
+        .and_then(|bytes| super::text(bytes, bytes.len() as u64));
+    match read {
+        Ok(text) => {
+            let mut b = files::Builder::default();
+            b.add_file(name, text, &mut findings);
+            (b.into_document(&mut findings), findings)
+        }
+        Err(msg) => {
+            findings.push(IssueCode::UnreadableFile, whole(name), msg);
+            (Store::default(), findings)
+        }
+    }
+}
+
+fn whole(name: &str) -> Location {
+    Location {
+        file: Arc::from(name),
+        path: "$".into(),
+        line: 1,
+        column: 1,
+    }
+}
+
+/// The findings of a deleted document's removals, pointed at the document.
+fn retarget(findings: Findings, name: &str) -> Findings {
+    let mut out = Findings::new();
+    for f in findings.iter() {
+        out.push(
+            f.issue_code,
+            whole(name),
+            format!("deleting this document is refused: {}", f.message),
+        );
+    }
+    out
+}
