@@ -126,34 +126,36 @@ async fn edits_flip_decisions_and_bad_stores_keep_the_last_good_snapshot() {
         "one reload, one revision (took {took:?})"
     );
 
-    // An invalid file: the old decision holds, the failure is counted, logged and named by validate.
-    let before = failures(&iamd);
+    // An invalid file: rejected alone, the old decision holds, the
+    // rejection is counted, logged with the file and named by validate.
+    let rejections = || metric(&iamd, "iamd_store_document_rejections_total").unwrap();
+    let before = rejections();
     std::fs::write(
         dir.path().join("broken.json"),
         "{\"Policy\": {\"Version\": \"2012-10-17\", \"Statement\": [{\"Effect\": \"Permit\"}]}}",
     )
     .unwrap();
     let deadline = Instant::now() + Duration::from_secs(5);
-    while failures(&iamd) <= before {
+    while rejections() <= before {
         assert!(
             Instant::now() < deadline,
-            "the failed reload was not counted"
+            "the rejected document was not counted"
         );
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
-    assert_eq!(decision(&iamd).await, (Decision::ExplicitDeny, 2));
+    assert_eq!(decision(&iamd).await.0, Decision::ExplicitDeny);
+    assert_eq!(metric(&iamd, "iamd_store_documents_rejected"), Some(1.0));
     let log = iamd
         .wait_for_log(Duration::from_secs(2), |v| {
-            v["fields"]["message"]
-                .as_str()
-                .is_some_and(|m| m.starts_with("store rejected"))
+            v["fields"]["message"] == "document rejected; its last good version keeps serving"
         })
         .unwrap();
+    assert_eq!(log["fields"]["document"], "broken.json", "{log}");
     assert!(
         log["fields"]["first_error"]
             .as_str()
             .unwrap()
-            .contains("broken.json"),
+            .contains("broken.json:1:"),
         "{log}"
     );
     let (code, out) = validate(dir.path());
@@ -171,6 +173,7 @@ async fn edits_flip_decisions_and_bad_stores_keep_the_last_good_snapshot() {
     wait_decision(&iamd, Decision::ExplicitDeny, Duration::from_secs(2)).await;
     write_atomic(&file, &policy("Allow"));
     wait_decision(&iamd, Decision::Allow, Duration::from_secs(2)).await;
+    assert_eq!(metric(&iamd, "iamd_store_documents_rejected"), Some(0.0));
     let samples = parse_prometheus(&iamd.metrics_text());
     let revision = sample(&samples, "iamd_snapshot_revision", &[]).unwrap();
     assert!(revision >= 3.0, "{revision}");

@@ -30,7 +30,7 @@ use tokio::time::{Instant, MissedTickBehavior};
 
 use crate::engine::{Snapshot, Stats};
 use crate::store::fingerprint::Fingerprint;
-use crate::store::workspace::{LoadFailure, Workspace};
+use crate::store::workspace::{LoadDirFailure, LoadFailure, Workspace};
 use crate::store::{self, LoadError};
 
 pub mod etcd;
@@ -59,6 +59,9 @@ pub struct SnapshotCell {
     current: ArcSwapOption<Served>,
     /// The serving revision, for requests that wait for one (0: none yet).
     revision: tokio::sync::watch::Sender<u64>,
+    /// A directory store's documents as applied (only the reload task
+    /// takes the lock).
+    dir: std::sync::Mutex<DirState>,
 }
 
 impl Default for SnapshotCell {
@@ -66,9 +69,24 @@ impl Default for SnapshotCell {
         SnapshotCell {
             current: ArcSwapOption::default(),
             revision: tokio::sync::watch::Sender::new(0),
+            dir: std::sync::Mutex::default(),
         }
     }
 }
+
+/// What a directory store's reloads keep between them.
+#[derive(Debug, Default)]
+struct DirState {
+    dir: PathBuf,
+    /// `None` until a whole store loads (and after a failed build).
+    workspace: Option<Workspace>,
+    /// The tree as the last whole read or full check saw it.
+    fingerprint: Option<Fingerprint>,
+}
+
+/// A document's new content in a change read from disk: `None` when it
+/// is gone, the reason when it cannot be read.
+type ReadContent = Option<Result<Vec<u8>, String>>;
 
 /// What a successful reload produced.
 #[derive(Debug, Clone)]
@@ -96,30 +114,92 @@ impl SnapshotCell {
     /// Loads, validates and compiles the store, then swaps it in. Blocking:
     /// call it off the async runtime's worker threads.
     ///
+    /// The first load reads the whole store (any ERROR rejects it). Later
+    /// ones read only the files that changed since (their file system
+    /// versions differ), and apply them document by document: a bad
+    /// document is rejected alone and its last good version serves.
+    ///
     /// A tree that changed while it was read (a file added, removed or
     /// rewritten, the directory replaced) is read again, a few times with a
     /// short backoff; if it never holds still the attempt fails and the last
     /// good snapshot keeps serving.
     pub fn reload(&self, dir: &Path) -> Result<Reloaded, LoadError> {
-        self.reload_with(dir, Fingerprint::of)
+        self.reload_with(dir, None, Fingerprint::of)
+    }
+
+    /// [`SnapshotCell::reload`] after the store watch reported changes to
+    /// `paths`: when each is a plain document file (or a document gone),
+    /// only those are read, with no walk of the tree; anything else (a
+    /// directory, a link, a ConfigMap's `..data` swap) checks the whole tree.
+    pub fn reload_paths(
+        &self,
+        dir: &Path,
+        paths: &BTreeSet<PathBuf>,
+    ) -> Result<Reloaded, LoadError> {
+        self.reload_with(dir, Some(paths), Fingerprint::of)
     }
 
     /// [`SnapshotCell::reload`], with the fingerprint taken by `fingerprint`.
     fn reload_with(
         &self,
         dir: &Path,
+        paths: Option<&BTreeSet<PathBuf>>,
         mut fingerprint: impl FnMut(&Path) -> Result<Fingerprint, LoadError>,
     ) -> Result<Reloaded, LoadError> {
-        let loaded = load_settled(dir, &mut fingerprint)?;
-        let warnings = loaded.findings.len();
-        let snapshot =
-            Snapshot::compile_owned(loaded.store).map_err(|source| LoadError::Compile {
-                path: dir.to_owned(),
-                source,
-            })?;
+        let mut state = self
+            .dir
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if state.dir != dir {
+            *state = DirState {
+                dir: dir.to_owned(),
+                ..DirState::default()
+            };
+        }
         // Only the reload task calls this, so the read-increment-store cannot race.
         let revision = self.current.load().as_ref().map_or(0, |s| s.revision) + 1;
-        Ok(self.swap(snapshot, revision, warnings))
+        let Some(mut ws) = state.workspace.take() else {
+            let (ws, snapshot, findings, fp) = load_settled(dir, &mut fingerprint)?;
+            state.workspace = Some(ws);
+            state.fingerprint = Some(fp);
+            return Ok(self.swap(snapshot, revision, findings.len()));
+        };
+        let targeted = paths.and_then(|p| read_targeted(dir, &ws, p));
+        let changes = match targeted {
+            Some(changes) => changes,
+            None => match read_changed(dir, &ws, state.fingerprint.as_ref(), &mut fingerprint) {
+                Ok((changes, fp)) => {
+                    state.fingerprint = Some(fp);
+                    changes
+                }
+                Err(e) => {
+                    state.workspace = Some(ws);
+                    return Err(e);
+                }
+            },
+        };
+        let applied = ws.apply(changes.iter().map(|(name, content)| {
+            let content = content
+                .as_ref()
+                .map(|c| c.as_deref().map_err(String::as_str));
+            (name.as_str(), content)
+        }));
+        let compile = |source| LoadError::Compile {
+            path: dir.to_owned(),
+            source,
+        };
+        // A failed build spends the workspace: the next reload reads everything.
+        let applied = applied.map_err(compile)?;
+        let snapshot = match applied.snapshot {
+            Some(snapshot) => snapshot,
+            None => ws.snapshot().map_err(compile)?,
+        };
+        let held = ws.held().len();
+        let mut reloaded = self.swap(snapshot, revision, ws.warnings());
+        reloaded.rejected = applied.rejected;
+        reloaded.held = held;
+        state.workspace = Some(ws);
+        Ok(reloaded)
     }
 
     /// Applies an etcd store's documents and swaps the result in at
@@ -237,20 +317,68 @@ impl SnapshotCell {
     }
 }
 
-/// Loads the store, insisting that its fingerprint is the same before and
-/// after the load.
+/// Loads the whole store, insisting that its fingerprint is the same
+/// before and after the load.
 fn load_settled(
     dir: &Path,
     fingerprint: &mut impl FnMut(&Path) -> Result<Fingerprint, LoadError>,
-) -> Result<store::Loaded, LoadError> {
+) -> Result<(Workspace, Snapshot, crate::finding::Findings, Fingerprint), LoadError> {
+    settled(dir, fingerprint, |before| {
+        Workspace::load_dir(dir)
+            .map(|(ws, snapshot, findings)| (ws, snapshot, findings, before.clone()))
+            .map_err(|e| match e {
+                LoadDirFailure::Dir(e) => e,
+                LoadDirFailure::Load(LoadFailure::Rejected(findings)) => {
+                    LoadError::rejected(dir.to_owned(), findings)
+                }
+                LoadDirFailure::Load(LoadFailure::Compile(source)) => LoadError::Compile {
+                    path: dir.to_owned(),
+                    source,
+                },
+            })
+    })
+}
+
+/// The changes since `old` (the tree as last seen): every file whose
+/// version differs, read, and every known document no longer listed, gone;
+/// with the tree's fingerprint, the same before and after the read.
+fn read_changed(
+    dir: &Path,
+    ws: &Workspace,
+    old: Option<&Fingerprint>,
+    fingerprint: &mut impl FnMut(&Path) -> Result<Fingerprint, LoadError>,
+) -> Result<(Vec<(String, ReadContent)>, Fingerprint), LoadError> {
+    settled(dir, fingerprint, |before| {
+        let mut buf = Vec::new();
+        let mut changes: Vec<(String, ReadContent)> = before
+            .changed_since(old)
+            .into_iter()
+            .map(|path| (relative(dir, path), Some(read_owned(path, &mut buf))))
+            .collect();
+        let listed: BTreeSet<String> = before.paths().map(|p| relative(dir, p)).collect();
+        changes.extend(
+            ws.names()
+                .filter(|n| !listed.contains(*n))
+                .map(|n| (n.to_owned(), None)),
+        );
+        Ok((changes, before.clone()))
+    })
+}
+
+/// Runs `read` between two fingerprints of `dir` until they agree.
+fn settled<T>(
+    dir: &Path,
+    fingerprint: &mut impl FnMut(&Path) -> Result<Fingerprint, LoadError>,
+    mut read: impl FnMut(&Fingerprint) -> Result<T, LoadError>,
+) -> Result<T, LoadError> {
     let mut backoff = SETTLE_BACKOFF;
     for attempt in 1..=SETTLE_ATTEMPTS {
         let before = fingerprint(dir)?;
-        let loaded = store::load(dir);
-        // A tree that went away under the load changed too: the next
+        let result = read(&before);
+        // A tree that went away under the read changed too: the next
         // attempt's first fingerprint reports it missing.
         if fingerprint(dir).is_ok_and(|after| after == before) {
-            return loaded;
+            return result;
         }
         tracing::debug!(
             store = %dir.display(),
@@ -268,6 +396,83 @@ fn load_settled(
             "the store changed while it was read, {SETTLE_ATTEMPTS} times in a row; it is read again on the next change"
         )),
     })
+}
+
+fn relative(dir: &Path, path: &Path) -> String {
+    path.strip_prefix(dir)
+        .unwrap_or(path)
+        .to_string_lossy()
+        .into_owned()
+}
+
+/// A store file's content as a change carries it.
+fn read_owned(path: &Path, buf: &mut Vec<u8>) -> Result<Vec<u8>, String> {
+    store::read_file(path, buf).map(|text| text.as_bytes().to_vec())
+}
+
+/// The changes the watch reported, read without walking the tree, when
+/// every path is a plain document file or a document gone. `None` when one
+/// is anything else: the caller checks the whole tree then.
+fn read_targeted(
+    dir: &Path,
+    ws: &Workspace,
+    paths: &BTreeSet<PathBuf>,
+) -> Option<Vec<(String, ReadContent)>> {
+    let mut buf = Vec::new();
+    let mut changes = Vec::with_capacity(paths.len());
+    for path in paths {
+        let rel = path.strip_prefix(dir).ok()?;
+        // The store itself, or a hidden name (a ConfigMap's `..data` swap
+        // changes what every visible link points at).
+        let hidden = rel
+            .components()
+            .any(|c| c.as_os_str().to_string_lossy().starts_with('.'));
+        if rel.as_os_str().is_empty() || hidden {
+            return None;
+        }
+        let name = rel.to_string_lossy().into_owned();
+        let document = rel.extension().is_some_and(|e| e == "json");
+        match std::fs::symlink_metadata(path) {
+            Ok(meta) if meta.is_file() => {
+                if document {
+                    changes.push((name, Some(read_settled(path, &mut buf)?)));
+                }
+                // Any other file is not part of the store.
+            }
+            // A directory or a link: what it holds or points at is unknown.
+            Ok(_) => return None,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                if ws.knows_under(&name) {
+                    return None; // a directory of documents went away
+                }
+                if ws.knows(&name) {
+                    changes.push((name, None));
+                }
+            }
+            Err(_) => return None,
+        }
+    }
+    Some(changes)
+}
+
+/// Reads one file, insisting that it did not change while read.
+fn read_settled(path: &Path, buf: &mut Vec<u8>) -> Option<Result<Vec<u8>, String>> {
+    let version = |p: &Path| {
+        std::fs::symlink_metadata(p)
+            .ok()
+            .map(|m| (m.ino(), m.len(), m.mtime(), m.mtime_nsec(), m.ctime_nsec()))
+    };
+    let mut backoff = SETTLE_BACKOFF;
+    for _ in 0..SETTLE_ATTEMPTS {
+        let before = version(path);
+        let content = read_owned(path, buf);
+        if before.is_some() && version(path) == before {
+            return Some(content);
+        }
+        std::thread::sleep(backoff);
+        backoff = backoff.saturating_mul(2);
+    }
+    None
 }
 
 /// Why a reload was asked for.
@@ -390,12 +595,33 @@ struct StoreWatch {
     /// Weak, so the channel closes (and the task ends) when the caller drops
     /// its sender.
     tx: mpsc::WeakUnboundedSender<Trigger>,
+    /// The paths the store watch reported since the last reload.
+    pending: Arc<std::sync::Mutex<Pending>>,
     parent_watch: Option<parent::ParentWatch>,
     parent_watched: bool,
     watcher: Option<notify::RecommendedWatcher>,
     /// What the paths resolved to when the watches were set up.
     armed: Ids,
     store_watched: bool,
+}
+
+/// Paths the store watch reported, or that it may have missed some.
+#[derive(Debug, Default)]
+struct Pending {
+    paths: BTreeSet<PathBuf>,
+    /// Events were lost (a queue overflow, an error): check the whole tree.
+    lost: bool,
+}
+
+impl Pending {
+    /// The reported paths, unless the whole tree must be checked.
+    fn take(pending: &std::sync::Mutex<Pending>) -> Option<BTreeSet<PathBuf>> {
+        let mut p = pending
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let taken = std::mem::take(&mut *p);
+        (!taken.lost).then_some(taken.paths)
+    }
 }
 
 /// What [`StoreWatch::ensure`] found.
@@ -407,7 +633,11 @@ struct Checked {
 }
 
 impl StoreWatch {
-    fn new(dir: PathBuf, tx: mpsc::WeakUnboundedSender<Trigger>) -> StoreWatch {
+    fn new(
+        dir: PathBuf,
+        tx: mpsc::WeakUnboundedSender<Trigger>,
+        pending: Arc<std::sync::Mutex<Pending>>,
+    ) -> StoreWatch {
         let parent = match dir.parent() {
             Some(p) if p.as_os_str().is_empty() => Some(PathBuf::from(".")),
             p => p.map(Path::to_path_buf),
@@ -423,6 +653,7 @@ impl StoreWatch {
             dir,
             parent,
             tx,
+            pending,
             parent_watch,
             parent_watched: false,
             watcher: None,
@@ -507,12 +738,21 @@ impl StoreWatch {
     /// Turns the store watch's events into reload triggers.
     fn handler(&self) -> impl notify::EventHandler {
         let tx = self.tx.clone();
+        let pending = self.pending.clone();
         move |event: notify::Result<notify::Event>| {
             let relevant = match &event {
                 Ok(e) => !matches!(e.kind, notify::EventKind::Access(_)),
                 Err(_) => true,
             };
             if relevant {
+                let mut p = pending
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                match &event {
+                    Ok(e) if !e.need_rescan() => p.paths.extend(e.paths.iter().cloned()),
+                    _ => p.lost = true,
+                }
+                drop(p);
                 if let Some(tx) = tx.upgrade() {
                     let _ = tx.send(Trigger::FileChange);
                 }
@@ -728,7 +968,8 @@ pub fn spawn_reloader(
 ) -> Result<(mpsc::UnboundedSender<Trigger>, tokio::task::JoinHandle<()>), notify::Error> {
     let (tx, mut rx) = mpsc::unbounded_channel::<Trigger>();
     let weak = tx.downgrade();
-    let mut watch = StoreWatch::new(dir.clone(), weak.clone());
+    let pending = Arc::new(std::sync::Mutex::new(Pending::default()));
+    let mut watch = StoreWatch::new(dir.clone(), weak.clone(), pending.clone());
     watch.ensure().result?;
     observer.watch(
         &dir,
@@ -773,13 +1014,22 @@ pub fn spawn_reloader(
             // made before is read.
             let w = watch
                 .take()
-                .unwrap_or_else(|| StoreWatch::new(dir.clone(), weak.clone()));
+                .unwrap_or_else(|| StoreWatch::new(dir.clone(), weak.clone(), pending.clone()));
             let cell = cell.clone();
             let load_dir = dir.clone();
             let joined = tokio::task::spawn_blocking(move || {
                 let mut w = w;
                 let checked = w.ensure();
-                let result = cell.reload(&load_dir);
+                // Taken after the watches are (re)armed: a change after this
+                // point is reported again. Only file events name what
+                // changed; a signal, a recheck or re-armed watches check
+                // the whole tree.
+                let paths = Pending::take(&w.pending)
+                    .filter(|_| trigger == Trigger::FileChange && !checked.rebuilt);
+                let result = match &paths {
+                    Some(paths) => cell.reload_paths(&load_dir, paths),
+                    None => cell.reload(&load_dir),
+                };
                 // Above all after a rejected (perhaps hostile) store: give
                 // back what the load took, or the pod stays at its peak.
                 crate::store::release_memory();
@@ -861,14 +1111,62 @@ mod tests {
         std::fs::write(dir.path().join("f.json"), policy).unwrap();
         assert_eq!(cell.reload(dir.path()).unwrap().revision, 1);
         assert_eq!(cell.reload(dir.path()).unwrap().revision, 2);
+        // A bad document is rejected alone: the rest serves as before.
         std::fs::write(dir.path().join("g.json"), "{broken").unwrap();
-        assert!(cell.reload(dir.path()).is_err());
+        let reloaded = cell.reload(dir.path()).unwrap();
+        assert_eq!(reloaded.revision, 3);
+        assert_eq!(reloaded.held, 1);
+        let names: Vec<&str> = reloaded.rejected.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["g.json"]);
+        assert!(reloaded.rejected[0].1.has_errors());
         let served = cell.load();
         let served = served.as_ref().unwrap();
-        assert_eq!(served.revision, 2);
         assert_eq!(served.snapshot.stats().statements, 1);
         std::fs::remove_file(dir.path().join("g.json")).unwrap();
-        assert_eq!(cell.reload(dir.path()).unwrap().revision, 3);
+        let reloaded = cell.reload(dir.path()).unwrap();
+        assert_eq!((reloaded.revision, reloaded.held), (4, 0));
+
+        // A whole store that is bad from the start does not load.
+        let bad = tempfile::tempdir().unwrap();
+        std::fs::write(bad.path().join("g.json"), "{broken").unwrap();
+        let fresh = SnapshotCell::new();
+        assert!(matches!(
+            fresh.reload(bad.path()),
+            Err(LoadError::Rejected { .. })
+        ));
+        assert!(fresh.load().is_none());
+    }
+
+    #[test]
+    fn reported_paths_are_read_alone_and_anything_else_checks_the_tree() {
+        let dir = tempfile::tempdir().unwrap();
+        let (f, g) = (dir.path().join("f.json"), dir.path().join("g.json"));
+        std::fs::write(&f, function_policy("Allow", "f")).unwrap();
+        let cell = SnapshotCell::new();
+        cell.reload(dir.path()).unwrap();
+        let statements = || cell.load().as_ref().unwrap().snapshot.stats().statements;
+        let paths = |p: &[&Path]| p.iter().map(|p| p.to_path_buf()).collect::<BTreeSet<_>>();
+
+        // A reported file is read; an unreported change is not.
+        std::fs::write(&g, function_policy("Deny", "g")).unwrap();
+        let sub = dir.path().join("sub");
+        std::fs::create_dir(&sub).unwrap();
+        std::fs::write(sub.join("h.json"), function_policy("Deny", "h")).unwrap();
+        cell.reload_paths(dir.path(), &paths(&[&g])).unwrap();
+        assert_eq!(statements(), 2, "g alone");
+        // Other files and a document gone.
+        std::fs::write(dir.path().join("notes.txt"), "x").unwrap();
+        std::fs::remove_file(&g).unwrap();
+        cell.reload_paths(dir.path(), &paths(&[&g, &dir.path().join("notes.txt")]))
+            .unwrap();
+        assert_eq!(statements(), 1);
+        // A directory: the whole tree is checked, and h found.
+        cell.reload_paths(dir.path(), &paths(&[&sub])).unwrap();
+        assert_eq!(statements(), 2);
+        // A directory of documents gone, reported by its name alone.
+        std::fs::remove_dir_all(&sub).unwrap();
+        cell.reload_paths(dir.path(), &paths(&[&sub])).unwrap();
+        assert_eq!(statements(), 1);
     }
 
     fn function_policy(effect: &str, function: &str) -> String {
@@ -891,7 +1189,7 @@ mod tests {
         let cell = SnapshotCell::new();
         let mut calls = 0;
         let reloaded = cell
-            .reload_with(dir.path(), |d| {
+            .reload_with(dir.path(), None, |d| {
                 calls += 1;
                 let fp = Fingerprint::of(d);
                 match calls {
@@ -922,7 +1220,7 @@ mod tests {
         // Every load is followed by a rewrite before its second fingerprint.
         let mut calls = 0u32;
         let err = cell
-            .reload_with(dir.path(), |d| {
+            .reload_with(dir.path(), None, |d| {
                 calls += 1;
                 if calls % 2 == 0 {
                     let effect = if calls % 4 == 0 { "Deny" } else { "Allow" };
@@ -954,7 +1252,7 @@ mod tests {
         let cell = SnapshotCell::new();
         let mut calls = 0;
         let err = cell
-            .reload_with(&dir, |d| {
+            .reload_with(&dir, None, |d| {
                 calls += 1;
                 let fp = Fingerprint::of(d);
                 if calls == 1 {

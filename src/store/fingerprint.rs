@@ -75,6 +75,24 @@ impl Fingerprint {
     pub fn files(&self) -> usize {
         self.files.len()
     }
+
+    /// Every file the load would read.
+    pub fn paths(&self) -> impl Iterator<Item = &Path> {
+        self.files.iter().map(|(p, _)| p.as_path())
+    }
+
+    /// The files that are new or not the same as in `old` (every file
+    /// without one): what a reload must read again.
+    pub fn changed_since<'a>(&'a self, old: Option<&Fingerprint>) -> Vec<&'a Path> {
+        let before: std::collections::HashMap<&Path, Option<Version>> = old
+            .map(|o| o.files.iter().map(|(p, v)| (p.as_path(), *v)).collect())
+            .unwrap_or_default();
+        self.files
+            .iter()
+            .filter(|(p, v)| v.is_none() || before.get(p.as_path()) != Some(v))
+            .map(|(p, _)| p.as_path())
+            .collect()
+    }
 }
 
 #[cfg(test)]

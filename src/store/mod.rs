@@ -128,37 +128,21 @@ impl LoadError {
 /// (`iamd validate` lists them all).
 pub fn load_with_findings(dir: &Path) -> Result<(Option<Store>, Findings), LoadError> {
     let paths = list_files(dir)?;
-    let relative = |path: &Path| {
-        path.strip_prefix(dir)
-            .unwrap_or(path)
-            .to_string_lossy()
-            .into_owned()
-    };
-    let budget = StoreBudget::default();
-    let parts = in_parallel(&paths, |buf: &mut Vec<u8>, part: &mut Part, path| {
-        if budget.exhausted() {
-            return; // the store is rejected: read no more
-        }
-        let rel = relative(path);
-        match read_file(path, buf) {
-            Ok(text) => {
-                let used = part.0.add_file(&rel, text, &mut part.1);
-                budget.spend(text.len(), used);
-            }
-            Err(msg) => {
-                let loc = Location {
-                    file: rel.into(),
-                    path: "$".into(),
-                    line: 1,
-                    column: 1,
-                };
-                part.1.push(IssueCode::UnreadableFile, loc, msg);
-            }
-        }
-    });
-    Ok(merge(parts, budget.exhausted(), |i| {
-        paths.get(i).map(|p| relative(p))
-    }))
+    let (store, findings, _) = parse_each(
+        &paths,
+        |path| relative(dir, path),
+        |path, buf, text| text(read_file(path, buf)),
+        None,
+    );
+    Ok((store, findings))
+}
+
+/// `path` relative to the store directory `dir`, as documents are named.
+fn relative(dir: &Path, path: &Path) -> String {
+    path.strip_prefix(dir)
+        .unwrap_or(path)
+        .to_string_lossy()
+        .into_owned()
 }
 
 /// What the files of one chunk add to the store, and their findings.
@@ -300,51 +284,79 @@ pub fn from_parts<'a>(
     documents: impl IntoIterator<Item = (&'a str, Result<&'a [u8], &'a str>)>,
 ) -> (Option<Store>, Findings) {
     let documents: Vec<(&str, Result<&[u8], &str>)> = documents.into_iter().collect();
-    let (store, findings, _) = parse_documents(&documents, false);
+    let (store, findings, _) = parse_documents(&documents, None);
     (store, findings)
 }
 
-/// [`from_parts`], and when `with_keys` what each document defines and
-/// refers to (for [`workspace::Workspace`]), in document order.
+/// [`from_parts`] over documents in memory; with a hasher, also what each
+/// document defines and refers to and its digest.
 fn parse_documents(
     documents: &[(&str, Result<&[u8], &str>)],
-    with_keys: bool,
-) -> (Option<Store>, Findings, Vec<workspace::DocKeys>) {
+    hasher: Option<&std::hash::RandomState>,
+) -> (Option<Store>, Findings, Vec<(workspace::DocKeys, u64)>) {
+    parse_each(
+        documents,
+        |(name, _)| (*name).to_owned(),
+        |(_, bytes), _, read| {
+            read(
+                bytes
+                    .map_err(str::to_owned)
+                    .and_then(|bytes| text(bytes, bytes.len() as u64)),
+            )
+        },
+        hasher,
+    )
+}
+
+/// Parses every item's document on every core and runs the checks across
+/// documents: `name` names an item's document, `read` hands its text (or
+/// why it could not be read) to the callback, using the thread's buffer.
+/// With a hasher, also returns each document's keys and the digest of its
+/// text, in item order.
+fn parse_each<T: Sync>(
+    items: &[T],
+    name: impl Fn(&T) -> String + Sync,
+    read: impl Fn(&T, &mut Vec<u8>, &mut dyn FnMut(Result<&str, String>)) + Sync,
+    hasher: Option<&std::hash::RandomState>,
+) -> (Option<Store>, Findings, Vec<(workspace::DocKeys, u64)>) {
+    use std::hash::BuildHasher;
     let budget = StoreBudget::default();
-    type Chunk = (Part, Vec<workspace::DocKeys>);
-    let chunks = in_parallel(documents, |_: &mut (), chunk: &mut Chunk, (name, bytes)| {
+    type Chunk = (Part, Vec<(workspace::DocKeys, u64)>);
+    let chunks = in_parallel(items, |buf: &mut Vec<u8>, chunk: &mut Chunk, item| {
         if budget.exhausted() {
-            return;
+            return; // the store is rejected: read no more
         }
         let ((builder, findings), keys) = chunk;
-        let read = bytes
-            .map_err(str::to_owned)
-            .and_then(|bytes| text(bytes, bytes.len() as u64));
-        match read {
-            Ok(text) if with_keys => {
+        let name = name(item);
+        read(item, buf, &mut |text| match (text, hasher) {
+            (Ok(text), Some(hasher)) => {
                 let mut one = files::Builder::default();
-                let used = one.add_file(name, text, findings);
+                let used = one.add_file(&name, text, findings);
                 budget.spend(text.len(), used);
-                keys.push(workspace::DocKeys::of(name, one.store()));
+                keys.push((
+                    workspace::DocKeys::of(one.store()),
+                    hasher.hash_one(text.as_bytes()),
+                ));
                 builder.absorb(one);
             }
-            Ok(text) => {
-                let used = builder.add_file(name, text, findings);
+            (Ok(text), None) => {
+                let used = builder.add_file(&name, text, findings);
                 budget.spend(text.len(), used);
             }
-            Err(msg) => {
+            (Err(msg), hasher) => {
+                if let Some(hasher) = hasher {
+                    let digest = hasher.hash_one(("unreadable", msg.as_str()));
+                    keys.push((workspace::DocKeys::default(), digest));
+                }
                 let loc = Location {
-                    file: (*name).into(),
+                    file: name.as_str().into(),
                     path: "$".into(),
                     line: 1,
                     column: 1,
                 };
                 findings.push(IssueCode::UnreadableFile, loc, msg);
-                if with_keys {
-                    keys.push(workspace::DocKeys::of(name, &Store::default()));
-                }
             }
-        }
+        });
     });
     let mut keys = Vec::new();
     let parts = chunks
@@ -356,9 +368,7 @@ fn parse_documents(
             })
         })
         .collect();
-    let (store, findings) = merge(parts, budget.exhausted(), |i| {
-        documents.get(i).map(|(name, _)| (*name).to_owned())
-    });
+    let (store, findings) = merge(parts, budget.exhausted(), |i| items.get(i).map(&name));
     (store, findings, keys)
 }
 
@@ -393,7 +403,7 @@ fn text(bytes: &[u8], len: u64) -> Result<&str, String> {
 
 /// Reads a store file into `buf` (reused across files: one open and one
 /// read per file, no size probe) and checks it is UTF-8.
-fn read_file<'b>(path: &Path, buf: &'b mut Vec<u8>) -> Result<&'b str, String> {
+pub(crate) fn read_file<'b>(path: &Path, buf: &'b mut Vec<u8>) -> Result<&'b str, String> {
     buf.clear();
     let file = fs::File::open(path).map_err(|e| format!("cannot read the file: {e}"))?;
     let read = file

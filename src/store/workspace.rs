@@ -68,7 +68,7 @@ pub struct DocKeys {
 
 impl DocKeys {
     /// The keys of a document that `store` holds alone.
-    pub(super) fn of(_name: &str, store: &Store) -> DocKeys {
+    pub(super) fn of(store: &Store) -> DocKeys {
         let mut defined = Vec::with_capacity(
             store.users.len()
                 + store.groups.len()
@@ -379,6 +379,14 @@ pub enum LoadFailure {
     Compile(CompileError),
 }
 
+/// Why the first load of a directory did not produce a workspace.
+#[derive(Debug)]
+pub enum LoadDirFailure {
+    /// The directory could not be listed.
+    Dir(super::LoadError),
+    Load(LoadFailure),
+}
+
 impl Workspace {
     /// Loads a whole store: its findings are those of `iamd validate`, and
     /// any ERROR rejects it. Returns the workspace, its snapshot and the
@@ -387,12 +395,40 @@ impl Workspace {
         documents: impl IntoIterator<Item = (&'a str, Result<&'a [u8], &'a str>)>,
     ) -> Result<(Workspace, Snapshot, Findings), LoadFailure> {
         let documents: Vec<(&str, Result<&[u8], &str>)> = documents.into_iter().collect();
-        let (store, findings, keys) = super::parse_documents(&documents, true);
+        let hasher = std::hash::RandomState::new();
+        let (store, findings, keys) = super::parse_documents(&documents, Some(&hasher));
+        let names = documents.iter().map(|(name, _)| (*name).to_owned());
+        Workspace::from_parsed(hasher, names, store, findings, keys)
+    }
+
+    /// [`Workspace::load`] of a store directory, read file by file as
+    /// `iamd validate` reads it.
+    pub fn load_dir(
+        dir: &std::path::Path,
+    ) -> Result<(Workspace, Snapshot, Findings), LoadDirFailure> {
+        let paths = super::list_files(dir).map_err(LoadDirFailure::Dir)?;
+        let hasher = std::hash::RandomState::new();
+        let (store, findings, keys) = super::parse_each(
+            &paths,
+            |path| super::relative(dir, path),
+            |path, buf, text| text(super::read_file(path, buf)),
+            Some(&hasher),
+        );
+        let names = paths.iter().map(|path| super::relative(dir, path));
+        Workspace::from_parsed(hasher, names, store, findings, keys).map_err(LoadDirFailure::Load)
+    }
+
+    fn from_parsed(
+        hasher: std::hash::RandomState,
+        names: impl Iterator<Item = String>,
+        store: Option<Store>,
+        findings: Findings,
+        keys: Vec<(DocKeys, u64)>,
+    ) -> Result<(Workspace, Snapshot, Findings), LoadFailure> {
         let store = match store {
             Some(store) if !findings.has_errors() => store,
             _ => return Err(LoadFailure::Rejected(findings)),
         };
-        let hasher = std::hash::RandomState::new();
         let mut warnings: FxHashMap<&str, usize> = FxHashMap::default();
         for f in findings.iter() {
             *warnings.entry(&f.location.file).or_default() += 1;
@@ -404,15 +440,15 @@ impl Workspace {
             index: CrossIndex::default(),
             hasher,
         };
-        for ((name, content), keys) in documents.iter().zip(keys) {
+        for (name, (keys, digest)) in names.zip(keys) {
             ws.index.add(&keys);
-            let digest = ws.digest(*content);
+            let warnings = warnings.get(name.as_str()).copied().unwrap_or(0);
             ws.docs.insert(
-                (*name).to_owned(),
+                name,
                 Accepted {
                     digest,
                     keys,
-                    warnings: warnings.get(name).copied().unwrap_or(0),
+                    warnings,
                 },
             );
         }
@@ -430,6 +466,22 @@ impl Workspace {
     /// Documents whose current content is rejected, with their findings.
     pub fn held(&self) -> &BTreeMap<String, Findings> {
         &self.held
+    }
+
+    /// Whether the workspace knows document `name` (accepted or held back).
+    pub fn knows(&self, name: &str) -> bool {
+        self.docs.contains_key(name) || self.held.contains_key(name)
+    }
+
+    /// Whether any known document is named below `prefix/`.
+    pub fn knows_under(&self, prefix: &str) -> bool {
+        let prefix = format!("{prefix}/");
+        any_under(&self.docs, &prefix) || any_under(&self.held, &prefix)
+    }
+
+    /// Every known document's name (accepted or held back).
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.docs.keys().chain(self.held.keys()).map(String::as_str)
     }
 
     fn digest(&self, content: Result<&[u8], &str>) -> u64 {
@@ -499,7 +551,7 @@ impl Workspace {
                 rejected.push((name.to_owned(), findings));
                 continue;
             }
-            let keys = DocKeys::of(name, &store);
+            let keys = DocKeys::of(&store);
             candidates.push(Candidate {
                 name: name.to_owned(),
                 digest,
@@ -628,6 +680,12 @@ impl Workspace {
     pub fn stats(&mut self) -> Result<Stats, CompileError> {
         self.snapshot().map(|s| s.stats())
     }
+}
+
+fn any_under<V>(map: &BTreeMap<String, V>, prefix: &str) -> bool {
+    map.range(prefix.to_owned()..)
+        .next()
+        .is_some_and(|(k, _)| k.starts_with(prefix))
 }
 
 /// A parsed change that has passed its own checks.
