@@ -12,54 +12,15 @@
 //! `cargo bench --bench scale [-- 1000 10000]` (sizes default to 1k..1M).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, unsafe_code)]
 
-use std::alloc::{GlobalAlloc, Layout};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use iamd::engine::Snapshot;
 use iamd::synth::{generate, GenParams};
 
-struct Counting;
-/// On, except during the timed pass.
-static COUNTING: AtomicBool = AtomicBool::new(true);
-/// The allocator the `iamd` binary uses, so load times here are the binary's.
-static INNER: mimalloc::MiMalloc = mimalloc::MiMalloc;
-static CURRENT: AtomicUsize = AtomicUsize::new(0);
-static PEAK: AtomicUsize = AtomicUsize::new(0);
-
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        if !COUNTING.load(Ordering::Relaxed) {
-            return unsafe { INNER.alloc(layout) };
-        }
-        let now = CURRENT.fetch_add(layout.size(), Ordering::Relaxed) + layout.size();
-        PEAK.fetch_max(now, Ordering::Relaxed);
-        unsafe { INNER.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        if !COUNTING.load(Ordering::Relaxed) {
-            return unsafe { INNER.dealloc(ptr, layout) };
-        }
-        CURRENT.fetch_sub(layout.size(), Ordering::Relaxed);
-        unsafe { INNER.dealloc(ptr, layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        if !COUNTING.load(Ordering::Relaxed) {
-            return unsafe { INNER.realloc(ptr, layout, new_size) };
-        }
-        if new_size > layout.size() {
-            let now = CURRENT.fetch_add(new_size - layout.size(), Ordering::Relaxed) + new_size
-                - layout.size();
-            PEAK.fetch_max(now, Ordering::Relaxed);
-        } else {
-            CURRENT.fetch_sub(layout.size() - new_size, Ordering::Relaxed);
-        }
-        unsafe { INNER.realloc(ptr, layout, new_size) }
-    }
-}
-
-#[global_allocator]
-static GLOBAL: Counting = Counting;
+#[path = "common/counting.rs"]
+mod counting;
+use counting::{COUNTING, CURRENT, PEAK};
 
 fn rss_bytes() -> usize {
     std::fs::read_to_string("/proc/self/statm")

@@ -28,7 +28,7 @@ fn alert_rules_pass_promtool_check_and_unit_tests() {
             .args(["check", "rules"])
             .arg(repo().join("deploy/prometheus/alerts.yaml")),
     );
-    assert!(text(&o).contains("SUCCESS: 12 rules found"), "{}", text(&o));
+    assert!(text(&o).contains("SUCCESS: 13 rules found"), "{}", text(&o));
     let o = run_ok(
         Command::new(&promtool)
             .args(["test", "rules"])
@@ -266,7 +266,7 @@ async fn prometheus_scrapes_iamd_and_evaluates_the_rules_and_dashboard() {
             .iter()
             .flat_map(|g| g["rules"].as_array().unwrap().clone())
             .collect();
-        assert_eq!(rules.len(), 12);
+        assert_eq!(rules.len(), 13);
         for r in &rules {
             assert_ne!(r["health"], "err", "{r}");
         }

@@ -850,6 +850,24 @@ fn duplicate_checks(s: &Store) -> Findings {
     findings
 }
 
+/// The finding for a reference to a managed policy no document defines.
+pub(super) fn unknown_managed(kind: &str, name: &str, arn: &str) -> String {
+    format!(
+        "{kind} `{}` refers to managed policy `{}`, which no store file defines",
+        echo(name),
+        echo(arn)
+    )
+}
+
+/// The finding for a user in a group no document defines.
+pub(super) fn unknown_group(user: &str, group: &str) -> String {
+    format!(
+        "user `{}` is in group `{}`, which no store file defines",
+        echo(user),
+        echo(group)
+    )
+}
+
 /// Attached managed policies, boundaries and group memberships name
 /// entities the store defines.
 fn reference_checks(s: &Store) -> Findings {
@@ -860,11 +878,7 @@ fn reference_checks(s: &Store) -> Findings {
             findings.push(
                 IssueCode::UnknownManagedPolicy,
                 loc.clone(),
-                format!(
-                    "{kind} `{}` refers to managed policy `{}`, which no store file defines",
-                    echo(name),
-                    echo(arn)
-                ),
+                unknown_managed(kind, name, arn),
             );
         }
     };
@@ -894,11 +908,7 @@ fn reference_checks(s: &Store) -> Findings {
                 findings.push(
                     IssueCode::UnknownGroup,
                     u.location.clone(),
-                    format!(
-                        "user `{}` is in group `{}`, which no store file defines",
-                        echo(&u.name),
-                        echo(g)
-                    ),
+                    unknown_group(&u.name, g),
                 );
             }
         }

@@ -156,76 +156,83 @@ struct CrossIndex {
     accounts: FxHashMap<String, usize>,
 }
 
-fn up<K: std::hash::Hash + Eq>(map: &mut FxHashMap<K, usize>, key: K) {
-    *map.entry(key).or_default() += 1;
+/// Counts `key` once more (`adding`) or once less, forgetting it at zero.
+fn bump<K: std::hash::Hash + Eq>(map: &mut FxHashMap<K, usize>, key: K, adding: bool) {
+    use std::collections::hash_map::Entry;
+    match (map.entry(key), adding) {
+        (Entry::Occupied(mut e), true) => *e.get_mut() += 1,
+        (Entry::Vacant(e), true) => {
+            e.insert(1);
+        }
+        (Entry::Occupied(mut e), false) => {
+            *e.get_mut() -= 1;
+            if *e.get() == 0 {
+                e.remove();
+            }
+        }
+        (Entry::Vacant(_), false) => {}
+    }
 }
 
-fn down<K: std::hash::Hash + Eq>(map: &mut FxHashMap<K, usize>, key: K) {
-    if let std::collections::hash_map::Entry::Occupied(mut e) = map.entry(key) {
-        *e.get_mut() -= 1;
-        if *e.get() == 0 {
-            e.remove();
+/// Adds `at` to the places defining `key`, or takes it away.
+fn place<K: std::hash::Hash + Eq>(
+    map: &mut FxHashMap<K, Vec<Location>>,
+    key: K,
+    at: &Location,
+    adding: bool,
+) {
+    use std::collections::hash_map::Entry;
+    match (map.entry(key), adding) {
+        (Entry::Occupied(mut e), true) => e.get_mut().push(at.clone()),
+        (Entry::Vacant(e), true) => {
+            e.insert(vec![at.clone()]);
         }
+        (Entry::Occupied(mut e), false) => {
+            let list = e.get_mut();
+            if let Some(i) = list.iter().position(|l| l == at) {
+                list.remove(i);
+            }
+            if list.is_empty() {
+                e.remove();
+            }
+        }
+        (Entry::Vacant(_), false) => {}
     }
 }
 
 impl CrossIndex {
     fn add(&mut self, keys: &DocKeys) {
-        for a in &keys.accounts {
-            up(&mut self.accounts, a.clone());
-        }
-        for d in &keys.defined {
-            self.arns
-                .entry(d.arn.clone())
-                .or_default()
-                .push(d.location.clone());
-            if let Some(k) = name_key(d) {
-                self.names.entry(k).or_default().push(d.location.clone());
-            }
-            match d.kind {
-                Kind::Managed => up(&mut self.managed, d.arn.clone()),
-                Kind::Group => up(&mut self.groups, (d.account.clone(), d.name.clone())),
-                _ => {}
-            }
-            for m in &d.managed {
-                up(&mut self.managed_refs, m.clone());
-            }
-            for g in &d.groups {
-                up(&mut self.group_refs, (d.account.clone(), g.clone()));
-            }
-        }
+        self.tally(keys, true);
     }
 
     fn remove(&mut self, keys: &DocKeys) {
+        self.tally(keys, false);
+    }
+
+    /// Counts a document's keys in (`adding`) or out.
+    fn tally(&mut self, keys: &DocKeys, adding: bool) {
         for a in &keys.accounts {
-            down(&mut self.accounts, a.clone());
+            bump(&mut self.accounts, a.clone(), adding);
         }
-        let drop_location = |list: Option<&mut Vec<Location>>, at: &Location| -> bool {
-            let Some(list) = list else { return false };
-            if let Some(i) = list.iter().position(|l| l == at) {
-                list.remove(i);
-            }
-            list.is_empty()
-        };
         for d in &keys.defined {
-            if drop_location(self.arns.get_mut(&d.arn), &d.location) {
-                self.arns.remove(&d.arn);
-            }
+            place(&mut self.arns, d.arn.clone(), &d.location, adding);
             if let Some(k) = name_key(d) {
-                if drop_location(self.names.get_mut(&k), &d.location) {
-                    self.names.remove(&k);
-                }
+                place(&mut self.names, k, &d.location, adding);
             }
             match d.kind {
-                Kind::Managed => down(&mut self.managed, d.arn.clone()),
-                Kind::Group => down(&mut self.groups, (d.account.clone(), d.name.clone())),
+                Kind::Managed => bump(&mut self.managed, d.arn.clone(), adding),
+                Kind::Group => bump(
+                    &mut self.groups,
+                    (d.account.clone(), d.name.clone()),
+                    adding,
+                ),
                 _ => {}
             }
             for m in &d.managed {
-                down(&mut self.managed_refs, m.clone());
+                bump(&mut self.managed_refs, m.clone(), adding);
             }
             for g in &d.groups {
-                down(&mut self.group_refs, (d.account.clone(), g.clone()));
+                bump(&mut self.group_refs, (d.account.clone(), g.clone()), adding);
             }
         }
     }
@@ -269,12 +276,7 @@ impl CrossIndex {
                     findings.push(
                         IssueCode::UnknownManagedPolicy,
                         d.location.clone(),
-                        format!(
-                            "{} `{}` refers to managed policy `{}`, which no store file defines",
-                            d.kind.what(),
-                            echo(&d.name),
-                            echo(m)
-                        ),
+                        files::unknown_managed(d.kind.what(), &d.name, m),
                     );
                 }
             }
@@ -283,11 +285,7 @@ impl CrossIndex {
                     findings.push(
                         IssueCode::UnknownGroup,
                         d.location.clone(),
-                        format!(
-                            "user `{}` is in group `{}`, which no store file defines",
-                            echo(&d.name),
-                            echo(g)
-                        ),
+                        files::unknown_group(&d.name, g),
                     );
                 }
             }
@@ -369,6 +367,8 @@ pub struct Workspace {
     held: BTreeMap<String, Findings>,
     index: CrossIndex,
     hasher: std::hash::RandomState,
+    /// Findings below ERROR in the accepted documents, summed.
+    warnings: usize,
 }
 
 /// Why the first load did not produce a workspace.
@@ -439,6 +439,7 @@ impl Workspace {
             held: BTreeMap::new(),
             index: CrossIndex::default(),
             hasher,
+            warnings: findings.len(),
         };
         for (name, (keys, digest)) in names.zip(keys) {
             ws.index.add(&keys);
@@ -460,7 +461,7 @@ impl Workspace {
 
     /// Findings below ERROR in the accepted documents.
     pub fn warnings(&self) -> usize {
-        self.docs.values().map(|d| d.warnings).sum()
+        self.warnings
     }
 
     /// Documents whose current content is rejected, with their findings.
@@ -646,21 +647,18 @@ impl Workspace {
                 .into_iter()
                 .for_each(|p| self.compiler.upsert_resource_policy(p));
             self.compiler.set_scps(&c.name, scps);
-            match c.digest {
-                Some(digest) => {
-                    self.docs.insert(
-                        c.name.clone(),
-                        Accepted {
-                            digest,
-                            keys: c.keys,
-                            warnings: c.warnings,
-                        },
-                    );
-                }
-                None => {
-                    self.docs.remove(&c.name);
-                }
-            }
+            let old = match c.digest {
+                Some(digest) => self.docs.insert(
+                    c.name.clone(),
+                    Accepted {
+                        digest,
+                        keys: c.keys,
+                        warnings: c.warnings,
+                    },
+                ),
+                None => self.docs.remove(&c.name),
+            };
+            self.warnings = self.warnings + c.warnings - old.map_or(0, |d| d.warnings);
             applied.push(c.name);
         }
         self.compiler.set_accounts(self.index.accounts.len());
