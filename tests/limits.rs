@@ -349,7 +349,8 @@ async fn a_rejected_hostile_reload_gives_its_memory_back() {
     zeros.push_str("0]");
     common::write_atomic(&dir.path().join("zeros.json"), &zeros);
     let rejected = iamd.wait_for_log(Duration::from_secs(60), |v| {
-        v["fields"]["message"] == "store rejected; the last good snapshot keeps serving"
+        v["fields"]["message"] == "document rejected; its last good version keeps serving"
+            && v["fields"]["document"] == "zeros.json"
     });
     assert!(rejected.is_some(), "the hostile store was not rejected");
     let first = rejected.unwrap();
