@@ -1009,3 +1009,111 @@ mod compile_tests {
         }
     }
 }
+
+/// What a change rebuilds, seen through the allocations snapshots share.
+#[cfg(test)]
+mod sharing_tests {
+    use super::from_texts;
+    use crate::engine::{Compiler, Entity, Snapshot};
+    use crate::model::Store;
+
+    const A: &str = "111122223333";
+
+    fn managed(name: &str, action: &str) -> String {
+        format!(
+            r#"{{"PolicyName": "{name}", "Arn": "arn:aws:iam::{A}:policy/{name}", "DefaultVersionId": "v1",
+            "PolicyVersionList": [{{"VersionId": "v1", "IsDefaultVersion": true, "Document":
+            {{"Version": "2012-10-17", "Statement": [{{"Effect": "Allow", "Action": "{action}", "Resource": "*"}}]}}}}]}}"#
+        )
+    }
+
+    /// Users u0 (attaching m0), u1 (in group g, which attaches m0) and u2
+    /// (attaching m1); function f's policy.
+    fn store(m0_action: &str, f_effect: &str) -> Store {
+        let user = |name: &str, attached: &str, group: bool| {
+            format!(
+                r#"{{"UserName": "{name}", "Arn": "arn:aws:iam::{A}:user/{name}", "GroupList": {},
+                "AttachedManagedPolicies": [{{"PolicyName": "{attached}", "PolicyArn": "arn:aws:iam::{A}:policy/{attached}"}}]}}"#,
+                if group { r#"["g"]"# } else { "[]" }
+            )
+        };
+        let details = format!(
+            r#"{{"UserDetailList": [{}, {}, {}],
+            "GroupDetailList": [{{"GroupName": "g", "Arn": "arn:aws:iam::{A}:group/g",
+                "AttachedManagedPolicies": [{{"PolicyName": "m0", "PolicyArn": "arn:aws:iam::{A}:policy/m0"}}]}}],
+            "Policies": [{}, {}]}}"#,
+            user("u0", "m0", false),
+            user("u1", "m1", true),
+            user("u2", "m1", false),
+            managed("m0", m0_action),
+            managed("m1", "lambda:GetFunction"),
+        );
+        let function = format!(
+            r#"{{"ResourceArn": "arn:aws:lambda:us-east-1:{A}:function:f", "Policy": {{"Version": "2012-10-17", "Statement": [
+            {{"Effect": "{f_effect}", "Principal": {{"AWS": "{A}"}}, "Action": "lambda:InvokeFunction", "Resource": "*"}}]}}}}"#
+        );
+        let (store, findings) = from_texts([("a.json", details.as_str()), ("f.json", &function)]);
+        store.unwrap_or_else(|| panic!("{findings:?}"))
+    }
+
+    fn user<'s>(snap: &'s Snapshot, name: &str) -> &'s Entity {
+        snap.user(A, name).unwrap()
+    }
+
+    #[test]
+    fn a_change_rebuilds_what_it_reaches_and_shares_the_rest() {
+        let mut c = Compiler::new();
+        c.add_store(store("lambda:ListFunctions", "Allow"));
+        let first = c.snapshot().unwrap();
+
+        // m0 changes: u0 (attaches it) and u1 (through g) are rebuilt; u2
+        // and the function policy are the same allocations.
+        let next = store("lambda:ListAliases", "Allow");
+        c.upsert_managed(next.managed[0].clone());
+        let second = c.snapshot().unwrap();
+        assert!(!std::ptr::eq(user(&first, "u0"), user(&second, "u0")));
+        assert!(!std::ptr::eq(user(&first, "u1"), user(&second, "u1")));
+        assert!(std::ptr::eq(user(&first, "u2"), user(&second, "u2")));
+        let f = format!("arn:aws:lambda:us-east-1:{A}:function:f");
+        assert!(std::ptr::eq(
+            first.resource(&f).unwrap(),
+            second.resource(&f).unwrap()
+        ));
+        // The old snapshot still holds the old policy; the new one the new.
+        let actions = |s: &Snapshot, u: &str| {
+            user(s, u)
+                .permissions
+                .policies
+                .iter()
+                .flat_map(|p| p.statements.iter().map(|s| format!("{:?}", s.action)))
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
+        assert!(
+            actions(&first, "u1").contains("listfunctions"),
+            "{}",
+            actions(&first, "u1")
+        );
+        assert!(
+            actions(&second, "u1").contains("listaliases"),
+            "{}",
+            actions(&second, "u1")
+        );
+
+        // The function policy changes: no principal is rebuilt.
+        let next = store("lambda:ListAliases", "Deny");
+        c.upsert_resource_policy(next.resource_policies[0].clone());
+        let third = c.snapshot().unwrap();
+        for u in ["u0", "u1", "u2"] {
+            assert!(std::ptr::eq(user(&second, u), user(&third, u)), "{u}");
+        }
+        assert!(!std::ptr::eq(
+            second.resource(&f).unwrap(),
+            third.resource(&f).unwrap()
+        ));
+        assert_eq!(
+            third.stats(),
+            Snapshot::compile_owned(next).unwrap().stats()
+        );
+    }
+}
