@@ -8,6 +8,7 @@
 pub mod app;
 pub mod catalog;
 pub mod config;
+pub mod credentials;
 pub mod engine;
 pub mod finding;
 pub mod json;
