@@ -13,6 +13,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -115,24 +116,21 @@ impl Credentials {
     /// starting with `.` skipped, as in the store).
     pub fn load(path: &Path) -> Result<Credentials, LoadError> {
         let read = |p: &Path| -> Result<String, LoadError> {
-            let len = std::fs::metadata(p)
-                .map_err(|source| LoadError::Read {
-                    path: p.to_owned(),
-                    source,
-                })?
-                .len();
-            if len > MAX_FILE_BYTES {
-                return Err(LoadError::Read {
-                    path: p.to_owned(),
-                    source: std::io::Error::other(format!(
-                        "the file has {len} bytes; credentials files are limited to {MAX_FILE_BYTES}"
-                    )),
-                });
-            }
-            std::fs::read_to_string(p).map_err(|source| LoadError::Read {
+            let failed = |source| LoadError::Read {
                 path: p.to_owned(),
                 source,
-            })
+            };
+            let mut text = String::new();
+            // At most one byte past the limit is read, whatever the file's size now.
+            std::fs::File::open(p)
+                .and_then(|f| f.take(MAX_FILE_BYTES + 1).read_to_string(&mut text))
+                .map_err(failed)?;
+            if text.len() as u64 > MAX_FILE_BYTES {
+                return Err(failed(std::io::Error::other(format!(
+                    "the file is over {MAX_FILE_BYTES} bytes, the limit for credentials files"
+                ))));
+            }
+            Ok(text)
         };
         let meta = std::fs::metadata(path).map_err(|source| LoadError::Read {
             path: path.to_owned(),
@@ -204,19 +202,17 @@ fn collect(root: &Path, dir: &Path, out: &mut Vec<(String, PathBuf)>) -> Result<
         path: dir.to_owned(),
         source,
     })?;
-    let mut paths: Vec<PathBuf> = entries
+    let mut found: Vec<(PathBuf, std::fs::FileType)> = entries
         .filter_map(Result::ok)
-        .map(|e| e.path())
-        .filter(|p| {
-            !p.file_name()
-                .is_some_and(|n| n.to_string_lossy().starts_with('.'))
-        })
+        .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
+        .filter_map(|e| Some((e.path(), e.file_type().ok()?)))
         .collect();
-    paths.sort();
-    for p in paths {
-        if p.is_dir() {
+    found.sort_by(|a, b| a.0.cmp(&b.0));
+    for (p, kind) in found {
+        if kind.is_dir() {
+            // A linked directory is not followed: a link loop cannot recurse.
             collect(root, &p, out)?;
-        } else if p.extension().is_some_and(|e| e == "json") {
+        } else if p.extension().is_some_and(|e| e == "json") && !p.is_dir() {
             let name = p
                 .strip_prefix(root)
                 .unwrap_or(&p)
@@ -596,6 +592,8 @@ mod tests {
         std::fs::write(dir.path().join(".alice.json.swp"), "{").unwrap();
         std::fs::write(dir.path().join("..data"), "{").unwrap();
         std::fs::write(dir.path().join("notes.txt"), "{").unwrap();
+        // A link back up is not followed (it would never end).
+        std::os::unix::fs::symlink(dir.path(), dir.path().join("team/loop")).unwrap();
         let c = Credentials::load(dir.path()).unwrap();
         assert_eq!(c.len(), 1);
         assert_eq!(

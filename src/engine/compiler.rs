@@ -18,8 +18,8 @@ use rustc_hash::{FxHashMap, FxHashSet};
 use super::principal::PrincipalMatcher;
 use super::snapshot::{
     ActionId, CompiledPolicy, CompiledStatement, Entity, EntityKind, Links, NameKey, NameRef,
-    PolicyType, ResourceEntry, ResourcePolicyKind, SharedMap, Snapshot, StatementIndex,
-    StatementRef, Stats,
+    PolicyType, ResourceEntry, ResourcePolicyKind, SharedMap, Snapshot, StatementAt,
+    StatementIndex, Stats,
 };
 use crate::catalog;
 use crate::model::{
@@ -115,7 +115,7 @@ pub struct Compiler {
     policies: usize,
     statements: usize,
     /// Scratch for [`Compiler::index`], reused across every index built.
-    pairs: Vec<(ActionId, StatementRef)>,
+    pairs: Vec<(ActionId, StatementAt)>,
 }
 
 impl Default for Compiler {
@@ -187,11 +187,18 @@ impl Compiler {
         c
     }
 
-    /// Adds everything a store holds; its SCPs' source is the file that
-    /// holds them.
+    /// Adds everything a whole store holds, and counts its accounts.
     pub fn add_store(&mut self, store: Store) {
+        self.set_accounts(store.accounts.len());
+        self.add_document(store);
+    }
+
+    /// Adds what one or more documents hold (their SCPs under the file that
+    /// holds them); the account count stays the caller's
+    /// ([`Compiler::set_accounts`]).
+    pub fn add_document(&mut self, store: Store) {
         let Store {
-            accounts,
+            accounts: _,
             users,
             groups,
             roles,
@@ -200,7 +207,6 @@ impl Compiler {
             scps,
             files: _,
         } = store;
-        self.set_accounts(accounts.len());
         for m in managed {
             self.upsert_managed(m);
         }
@@ -318,17 +324,7 @@ impl Compiler {
                 .or_default()
                 .insert(key.1.clone());
         }
-        let entity = Entity {
-            kind: EntityKind::User,
-            arn: u.arn.into_boxed_str(),
-            account: key.0.clone(),
-            name: key.1.clone(),
-            id: u.id.map(String::into_boxed_str),
-            tags: tags(u.tags),
-            permissions: StatementIndex::default(),
-            boundary: None,
-            links,
-        };
+        let entity = unbuilt(EntityKind::User, &key, u.arn, u.id, u.tags, links);
         self.users.insert(key, Arc::new(entity));
         self.dirty.insert(dependent);
     }
@@ -392,17 +388,7 @@ impl Compiler {
                 }),
             );
         }
-        let entity = Entity {
-            kind: EntityKind::Role,
-            arn: r.arn.into_boxed_str(),
-            account: key.0.clone(),
-            name: key.1.clone(),
-            id: r.id.map(String::into_boxed_str),
-            tags: tags(r.tags),
-            permissions: StatementIndex::default(),
-            boundary: None,
-            links,
-        };
+        let entity = unbuilt(EntityKind::Role, &key, r.arn, r.id, r.tags, links);
         self.roles.insert(key, Arc::new(entity));
         self.dirty.insert(dependent);
     }
@@ -474,15 +460,17 @@ impl Compiler {
                 .collect();
             compiled.push((policy, targets));
         }
-        let old = if compiled.is_empty() {
-            self.scp_sources.remove(source)
-        } else {
+        let adds = !compiled.is_empty();
+        let old = if adds {
             self.scp_sources.insert(source.to_owned(), compiled)
+        } else {
+            self.scp_sources.remove(source)
         };
         for (p, _) in old.iter().flatten() {
             self.uncount(p);
         }
-        self.scps_dirty = true;
+        // A document that held no SCPs and holds none leaves them as they are.
+        self.scps_dirty |= adds || old.is_some();
     }
 
     /// The snapshot of everything added so far: the principals a change
@@ -830,7 +818,7 @@ impl Compiler {
         pairs.clear();
         let mut other = Vec::new();
         for (pi, p) in (0u32..).zip(&policies) {
-            let at = |statement| StatementRef {
+            let at = |statement| StatementAt {
                 policy: pi,
                 statement,
             };
@@ -861,8 +849,28 @@ impl Compiler {
     }
 }
 
-fn tags(t: Vec<(String, String)>) -> Box<[(Box<str>, Box<str>)]> {
-    t.into_iter()
-        .map(|(k, v)| (k.into_boxed_str(), v.into_boxed_str()))
-        .collect()
+/// A user or role as the maps hold it until [`Compiler::snapshot`] builds
+/// its indexes from `links`.
+fn unbuilt(
+    kind: EntityKind,
+    key: &NameKey,
+    arn: String,
+    id: Option<String>,
+    tags: Vec<(String, String)>,
+    links: Links,
+) -> Entity {
+    Entity {
+        kind,
+        arn: arn.into_boxed_str(),
+        account: key.0.clone(),
+        name: key.1.clone(),
+        id: id.map(String::into_boxed_str),
+        tags: tags
+            .into_iter()
+            .map(|(k, v)| (k.into_boxed_str(), v.into_boxed_str()))
+            .collect(),
+        permissions: StatementIndex::default(),
+        boundary: None,
+        links,
+    }
 }

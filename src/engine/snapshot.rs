@@ -128,7 +128,7 @@ pub struct CompiledStatement {
 /// A statement of an index: its policy's place in the index, and its own
 /// place in the policy.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub(crate) struct StatementRef {
+pub(crate) struct StatementAt {
     pub policy: u32,
     pub statement: u32,
 }
@@ -143,9 +143,9 @@ pub struct StatementIndex {
     /// `bucket_items[end(i-1)..end(i)]`.
     pub(crate) buckets: Box<[(ActionId, u32)]>,
     /// Statements whose `Action` lists only literal actions, under each of them.
-    pub(crate) bucket_items: Box<[StatementRef]>,
+    pub(crate) bucket_items: Box<[StatementAt]>,
     /// Statements with wildcard actions or `NotAction`: always candidates.
-    pub(crate) other: Box<[StatementRef]>,
+    pub(crate) other: Box<[StatementAt]>,
     /// The policies indexed, for exhaustive evaluation and explanations.
     pub policies: Box<[Arc<CompiledPolicy>]>,
 }
@@ -176,7 +176,7 @@ impl StatementIndex {
             .map(|(known, r)| (known, self.resolve(*r)))
     }
 
-    fn resolve(&self, r: StatementRef) -> Option<&CompiledStatement> {
+    fn resolve(&self, r: StatementAt) -> Option<&CompiledStatement> {
         self.policies
             .get(r.policy as usize)?
             .statements

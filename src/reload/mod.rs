@@ -605,6 +605,9 @@ struct StoreWatch {
     store_watched: bool,
 }
 
+/// Reported paths kept between reloads at most; more check the whole tree.
+const MAX_PENDING_PATHS: usize = 4096;
+
 /// Paths the store watch reported, or that it may have missed some.
 #[derive(Debug, Default)]
 struct Pending {
@@ -614,6 +617,24 @@ struct Pending {
 }
 
 impl Pending {
+    /// Notes what an event names; an error, a rescan or too many paths
+    /// mean the whole tree must be checked.
+    fn record(&mut self, event: &notify::Result<notify::Event>) {
+        match event {
+            Ok(_) if self.lost => {}
+            Ok(e) if !e.need_rescan() => {
+                self.paths.extend(e.paths.iter().cloned());
+                // Past this many, checking the whole tree is cheaper than
+                // reading each, and the set stops growing.
+                if self.paths.len() > MAX_PENDING_PATHS {
+                    self.paths.clear();
+                    self.lost = true;
+                }
+            }
+            _ => self.lost = true,
+        }
+    }
+
     /// The reported paths, unless the whole tree must be checked.
     fn take(pending: &std::sync::Mutex<Pending>) -> Option<BTreeSet<PathBuf>> {
         let mut p = pending
@@ -745,14 +766,10 @@ impl StoreWatch {
                 Err(_) => true,
             };
             if relevant {
-                let mut p = pending
+                pending
                     .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner);
-                match &event {
-                    Ok(e) if !e.need_rescan() => p.paths.extend(e.paths.iter().cloned()),
-                    _ => p.lost = true,
-                }
-                drop(p);
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .record(&event);
                 if let Some(tx) = tx.upgrade() {
                     let _ = tx.send(Trigger::FileChange);
                 }
@@ -1135,6 +1152,37 @@ mod tests {
             Err(LoadError::Rejected { .. })
         ));
         assert!(fresh.load().is_none());
+    }
+
+    #[test]
+    fn pending_paths_are_bounded_and_lost_events_check_the_tree() {
+        let pending = std::sync::Mutex::new(Pending::default());
+        let event = |path: String| {
+            Ok(notify::Event::new(notify::EventKind::Any).add_path(PathBuf::from(path)))
+        };
+        pending.lock().unwrap().record(&event("a.json".into()));
+        assert_eq!(Pending::take(&pending).unwrap().len(), 1);
+        for i in 0..=MAX_PENDING_PATHS {
+            pending.lock().unwrap().record(&event(format!("{i}.json")));
+        }
+        assert!(
+            pending.lock().unwrap().paths.is_empty(),
+            "the set stopped growing"
+        );
+        assert!(
+            Pending::take(&pending).is_none(),
+            "too many: the tree is checked"
+        );
+        pending
+            .lock()
+            .unwrap()
+            .record(&Err(notify::Error::generic("queue overflow")));
+        assert!(Pending::take(&pending).is_none());
+        assert_eq!(
+            Pending::take(&pending),
+            Some(BTreeSet::new()),
+            "taken, it starts afresh"
+        );
     }
 
     #[test]

@@ -77,16 +77,18 @@ pub const MAX_REQUEST_BYTES: usize = 1_572_864;
 pub const MAX_TXN_OPS: usize = 128;
 /// What one push transaction carries at most: well under etcd's limits.
 const BATCH_BYTES: usize = 1 << 20;
-/// Keys of the first page when reading the prefix: 256 of the largest
-/// values etcd takes still fit [`MAX_RESPONSE_BYTES`].
-const PAGE: i64 = 256;
-/// Later pages take as many keys as the last page's largest value says fit
-/// in this many bytes, up to [`PAGE_MAX`]. Fewer pages matter: etcd 3.4
-/// collects every revision from a page's first key to the end of the range
-/// for each page, so reading n keys in pages of k costs it n²/2k.
+/// Pages take as many keys as the last page's largest value says fit in
+/// [`PAGE_BYTES`], from [`PAGE_MIN`] (the first page) to [`PAGE_MAX`].
+/// Fewer pages matter: etcd 3.4 collects every revision from a page's first
+/// key to the end of the range for each page, so reading n keys in pages of
+/// k costs it n²/2k.
 const PAGE_BYTES: usize = 32 << 20;
+const PAGE_MIN: i64 = 16;
 const PAGE_MAX: i64 = 8192;
-/// Largest etcd response iamd accepts (a page of 256 documents of up to 1.5 MiB).
+/// A page of this many keys always fits [`MAX_RESPONSE_BYTES`], even of the
+/// largest values etcd takes: a page that did not is read again this size.
+const PAGE_SAFE: i64 = 256;
+/// Largest etcd response iamd accepts ([`PAGE_SAFE`] documents of up to 1.5 MiB).
 const MAX_RESPONSE_BYTES: usize = 512 << 20;
 /// A unary call that takes longer failed (a cluster with no member
 /// reachable would otherwise leave it waiting).
@@ -404,7 +406,7 @@ impl Client {
         let end = range_end(&dir);
         let mut listing = Listing::default();
         let mut from = dir.clone().into_bytes();
-        let mut limit = PAGE;
+        let mut limit = PAGE_MIN;
         loop {
             let request = RangeRequest {
                 key: from.clone(),
@@ -423,8 +425,8 @@ impl Client {
                 Ok(page) => page,
                 // A large page of large values may pass the response cap:
                 // that page again at the size that always fits.
-                Err(EtcdError::Rpc { .. }) if limit > PAGE => {
-                    limit = PAGE;
+                Err(EtcdError::Rpc { .. }) if limit > PAGE_SAFE => {
+                    limit = PAGE_SAFE;
                     continue;
                 }
                 Err(e) => return Err(e),
@@ -432,7 +434,7 @@ impl Client {
             let largest = page.kvs.iter().map(|kv| kv.value.len()).max().unwrap_or(0);
             limit = i64::try_from(PAGE_BYTES / largest.max(1))
                 .unwrap_or(PAGE_MAX)
-                .clamp(16, PAGE_MAX);
+                .clamp(PAGE_MIN, PAGE_MAX);
             if listing.revision == 0 {
                 listing.revision = page.header.map_or(0, |h| h.revision);
             }

@@ -611,6 +611,7 @@ impl Workspace {
 
         // Removals first: a key may move from one document to another.
         for c in &candidates {
+            self.compiler.set_scps(&c.name, Vec::new());
             if let Some(old) = self.docs.get(&c.name) {
                 for d in &old.keys.defined {
                     match d.kind {
@@ -626,27 +627,8 @@ impl Workspace {
         let mut applied = Vec::with_capacity(candidates.len());
         for c in candidates {
             self.held.remove(&c.name);
-            let Store {
-                users,
-                groups,
-                roles,
-                managed,
-                resource_policies,
-                scps,
-                ..
-            } = c.store;
-            managed
-                .into_iter()
-                .for_each(|m| self.compiler.upsert_managed(m));
-            groups
-                .into_iter()
-                .for_each(|g| self.compiler.upsert_group(g));
-            users.into_iter().for_each(|u| self.compiler.upsert_user(u));
-            roles.into_iter().for_each(|r| self.compiler.upsert_role(r));
-            resource_policies
-                .into_iter()
-                .for_each(|p| self.compiler.upsert_resource_policy(p));
-            self.compiler.set_scps(&c.name, scps);
+            // Its SCPs' source is this document, where they are written.
+            self.compiler.add_document(c.store);
             let old = match c.digest {
                 Some(digest) => self.docs.insert(
                     c.name.clone(),
